@@ -1,0 +1,38 @@
+# tinyldm: `make demo` and `make test` are all a newcomer needs (both create .venv on first use).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_OUT ?= outputs/demo
+
+.PHONY: setup demo test unit lessons lab benchmark clean
+
+setup: $(STAMP)
+
+# Re-installs only when the package metadata or the tested pins change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+	@echo "tinyldm environment ready in $(VENV) (activate with: source $(BIN)/activate)"
+
+demo: setup
+	$(BIN)/tinyldm demo --out $(DEMO_OUT)
+
+test: setup
+	$(BIN)/python -m pytest --nbval-lax tests notebooks
+
+unit: setup
+	$(BIN)/python -m pytest tests
+
+lessons: setup
+	$(BIN)/python -m pytest --nbval-lax notebooks
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+benchmark: setup
+	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf outputs .pytest_cache
