@@ -12,7 +12,7 @@ from .checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passe
 __all__ = ["check_alpha_bars", "check_q_sample", "check_first_noisy_step", "first_noisy_step"]
 
 
-def check_alpha_bars(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+def check_alpha_bars(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Exercise: ``fn(betas) -> alpha_bars``, the running product of (1 - beta) (Ho et al. 2020, Eq. 4)."""
     name = "alpha_bars"
     for schedule in (NoiseSchedule.linear(1000), NoiseSchedule.cosine(250), NoiseSchedule.linear(7, 0.1, 0.5)):
@@ -26,7 +26,7 @@ def check_alpha_bars(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
     return passed(name, "matches NoiseSchedule.alpha_bars for the linear and cosine schedules")
 
 
-def check_q_sample(fn: Callable[..., torch.Tensor]) -> bool:
+def check_q_sample(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise: ``fn(x0, t, schedule, eps) -> xt``, the closed form q(x_t | x_0) (Ho et al. 2020, Eq. 4)."""
     name = "q_sample"
     gen = torch.Generator().manual_seed(0)
@@ -55,7 +55,7 @@ def first_noisy_step(schedule: NoiseSchedule, threshold: float) -> int:
     return int(below[0]) if len(below) else -1
 
 
-def check_first_noisy_step(fn: Callable[[NoiseSchedule, float], int]) -> bool:
+def check_first_noisy_step(fn: Callable[[NoiseSchedule, float], int]) -> None:
     """Exercise: ``fn(schedule, threshold) -> int``, the first step where sqrt(alpha_bar_t) < threshold, or -1."""
     name = "first_noisy_step"
     cases = [

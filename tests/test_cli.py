@@ -1,0 +1,56 @@
+"""The `tinyldm` command writes what it says, and refuses bad arguments with a clear message."""
+
+import pytest
+from PIL import Image
+
+from tinyldm.cli import main
+
+
+def test_forward_writes_strip_gif_and_schedules(tmp_path, capsys):
+    out = tmp_path / "forward"
+    assert main(["forward", "--out", str(out), "--num-images", "2", "--num-steps", "50", "--frames", "6"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("forward_chain.png", "forward_chain.gif", "schedules.png"):
+        assert (out / name).is_file()
+        assert str(out / name) in printed  # the command says where its pictures are
+    with Image.open(out / "forward_chain.gif") as gif:
+        # 6 requested frames: x0, then every 10th step (0, 10, ..., 40) and the last step 49.
+        assert gif.n_frames == 7
+        assert gif.size == (4 * (2 * 34 + 2), 4 * (1 * 34 + 2))  # two 32px images, 2px padding, scale 4
+
+
+def test_demo_has_a_default_out_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--num-images", "1", "--num-steps", "20", "--frames", "3"]) == 0
+    assert (tmp_path / "outputs" / "demo" / "forward_chain.gif").is_file()
+
+
+def test_same_seed_same_pictures(tmp_path):
+    for name in ("a", "b"):
+        main(["forward", "--out", str(tmp_path / name), "--num-images", "1", "--num-steps", "20", "--seed", "3"])
+    first, second = (Image.open(tmp_path / n / "forward_chain.gif") for n in ("a", "b"))
+    for k in range(first.n_frames):
+        first.seek(k)
+        second.seek(k)
+        assert first.tobytes() == second.tobytes()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["forward", "--out", "x", "--num-images", "0"], "expected a positive whole number, got 0"),
+        (["forward", "--out", "x", "--schedule", "sigmoid"], "invalid choice: 'sigmoid'"),
+        (["forward"], "the following arguments are required: --out"),
+    ],
+)
+def test_bad_arguments_exit_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_image_size_shapes_cannot_draw_is_reported(tmp_path, capsys):
+    assert main(["forward", "--out", str(tmp_path), "--size", "4", "--num-steps", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "tinyldm forward: error:" in err and "4" in err
