@@ -33,14 +33,15 @@ COLORS = {
 }
 SHAPES = ("circle", "square", "triangle", "diamond")
 SIZES = {"small": 0.25, "large": 0.45}  # bounding-box side as a fraction of the image side
-# Row-major over the 3x3 grid; the caption phrase for each position is in _WHERE.
+# Row-major over the 3x3 grid.
 POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 HELD_OUT = frozenset({("blue", "triangle"), ("red", "square"), ("yellow", "diamond"), ("green", "circle")})
 SPLITS = ("train", "test", "heldout")
 # Small objects are 0.25*size wide; below 16 pixels they are under 4 pixels and a triangle looks like a diamond.
 MIN_SIZE = 16
 
-_WHERE = {p: ("in the " if p == "center" else "on the " if p in ("left", "right") else "at the ") + p for p in POSITIONS}
+_WHERE = {p: ("in the " if p == "center" else "on the " if p in ("left", "right") else "at the ") + p
+          for p in POSITIONS}  # position -> caption phrase, e.g. "left" -> "on the left"
 _KEYS = ("color", "shape", "size", "position")
 _CAPTION_RE = re.compile(
     rf"a ({'|'.join(SIZES)}) ({'|'.join(COLORS)}) ({'|'.join(SHAPES)}) ({'|'.join(_WHERE.values())})"
@@ -52,7 +53,7 @@ _SIZE_JITTER = 0.1  # relative jitter of the bounding-box side
 _BG_RANGE = (196.0, 224.0)  # grey level of the background centre
 _BG_SLOPE = 12.0  # at most this many grey levels of change from the centre to an edge, per axis
 _BG_CANONICAL = 210.0
-_SUPERSAMPLE = 4  # coverage is sampled on a 4x4 grid per pixel: 17 grey levels along an edge
+_SUPERSAMPLE = 4  # 4x4 samples per pixel
 _RASTER_BUDGET = 1 << 21  # supersampled points per rasterisation batch: about 8 MB of float32
 _CHUNK = 256  # the dataset draws and renders items in fixed chunks, so item i does not depend on n
 
@@ -124,6 +125,10 @@ def parse_caption(text: str) -> dict[str, str]:
 def _coverage(shape_ids: Tensor, cx: Tensor, cy: Tensor, half: Tensor, size: int) -> Tensor:
     """Fraction of each pixel covered by the object, by supersampling (anti-aliased edges).
 
+    Each pixel is split into k x k cells with one sample per cell. The samples are sheared (a rotated-grid pattern):
+    in a pixel, the k*k samples have k*k distinct x and k*k distinct y coordinates, so an edge parallel to an axis
+    gets k*k + 1 coverage levels instead of k + 1, and a square's edges are smooth wherever they fall.
+
     Args:
         shape_ids: int64 (B,) index into SHAPES.
         cx, cy: float32 (B,) object centre in pixels (x to the right, y down).
@@ -134,23 +139,26 @@ def _coverage(shape_ids: Tensor, cx: Tensor, cy: Tensor, half: Tensor, size: int
         float32 (B, 1, size, size) coverage in [0, 1].
     """
     k = _SUPERSAMPLE
-    grid = (torch.arange(k * size, dtype=torch.float32) + 0.5) / k  # sample points, in pixels
-    dx = (grid[None, None, :] - cx[:, None, None]) / half[:, None, None]  # (B, 1, kW), in half-box units
-    dy = (grid[None, :, None] - cy[:, None, None]) / half[:, None, None]  # (B, kH, 1)
+    cell = torch.arange(k * size, dtype=torch.float32)  # (kW,) index of the sample's cell
+    shift = (cell % k + 0.5) / k  # (kW,) where the sample sits inside its cell, set by the cell in the other axis
+    xs = (cell[None, :] + shift[:, None]) / k  # (kH, kW) sample x, in pixels
+    ys = (cell[:, None] + shift[None, :]) / k  # (kH, kW) sample y
     inside = torch.empty(len(shape_ids), k * size, k * size, dtype=torch.bool)  # (B, kH, kW)
     for s, name in enumerate(SHAPES):
         sel = shape_ids == s
         if not sel.any():
             continue
-        x, y = dx[sel].abs(), dy[sel]
+        h = half[sel, None, None]  # (b, 1, 1)
+        x = (xs - cx[sel, None, None]).abs()  # (b, kH, kW) offset from the centre, mirrored: shapes are symmetric
+        y = ys - cy[sel, None, None]  # (b, kH, kW)
         if name == "circle":
-            inside[sel] = x * x + y * y <= 1
+            inside[sel] = x * x + y * y <= h * h
         elif name == "square":
-            inside[sel] = (x <= 1) & (y.abs() <= 1)
-        elif name == "triangle":  # apex at the top (y = -1), base at the bottom (y = 1)
-            inside[sel] = (y <= 1) & (2 * x <= y + 1)
+            inside[sel] = (x <= h) & (y.abs() <= h)
+        elif name == "triangle":  # apex at the top (y = -h), base at the bottom (y = h)
+            inside[sel] = (y <= h) & (2 * x <= y + h)
         else:  # diamond: a square turned 45 degrees, its diagonals span the bounding box
-            inside[sel] = x + y.abs() <= 1
+            inside[sel] = x + y.abs() <= h
     return F.avg_pool2d(inside[:, None].float(), k)  # (B, 1, H, W)
 
 
@@ -205,9 +213,10 @@ def _render_uint8(attributes_list: list[dict[str, str]], size: int, generator: t
         bg_level = lo + (hi - lo) * torch.rand(B, generator=generator)
         slope = _BG_SLOPE * (2 * torch.rand(B, 2, generator=generator) - 1)  # (B, 2) grey levels, centre to edge
     half = side / 2
-    # Keep the whole bounding box, plus one pixel of background, inside the canvas.
-    cx = torch.maximum(torch.minimum(cx, size - half - 1), half + 1)
-    cy = torch.maximum(torch.minimum(cy, size - half - 1), half + 1)
+    # Keep the bounding box inside the canvas with a pure background border pixel. The extra half pixel keeps a
+    # clamped edge off the pixel grid, where it would get no anti-aliasing.
+    cx = torch.maximum(torch.minimum(cx, size - half - 1.5), half + 1.5)
+    cy = torch.maximum(torch.minimum(cy, size - half - 1.5), half + 1.5)
 
     pixel = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1  # (W,) pixel centres in [-1, 1]
     background = (bg_level[:, None, None] + slope[:, 0, None, None] * pixel[None, None, :]

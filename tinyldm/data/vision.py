@@ -10,25 +10,23 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.datasets import MNIST, FashionMNIST
 
 __all__ = ["MNIST_CLASSES", "FASHION_MNIST_CLASSES", "CaptionedImages", "default_root", "mnist", "fashion_mnist"]
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
                          "sandal", "shirt", "sneaker", "bag", "ankle boot")
-SPLITS = ("train", "test")
-MIRROR_VAR = "TINYLDM_DATASET_MIRROR"
-CACHE_VAR = "TINYLDM_CACHE"
+_SPLITS = ("train", "test")
+_MIRROR_VAR = "TINYLDM_DATASET_MIRROR"
+_CACHE_VAR = "TINYLDM_CACHE"
 
 
 def default_root() -> Path:
     """Where datasets are stored: ``$TINYLDM_CACHE/datasets``, or ``~/.cache/tinyldm/datasets``."""
-    return Path(os.environ.get(CACHE_VAR) or Path.home() / ".cache" / "tinyldm") / "datasets"
+    return Path(os.environ.get(_CACHE_VAR) or Path.home() / ".cache" / "tinyldm") / "datasets"
 
 
 class CaptionedImages(Dataset):
@@ -38,7 +36,7 @@ class CaptionedImages(Dataset):
         images: uint8 (N, H, W) in 0-255.
         labels: int64 (N,) class indices.
         class_names: one lower-case name per class.
-        template: caption with a ``{name}`` field, e.g. "a handwritten digit {name}".
+        captions: one caption per class, e.g. "a handwritten digit 7".
         size: optional side to resize the images to (bilinear, anti-aliased); None keeps H x W.
 
     Item:
@@ -47,10 +45,10 @@ class CaptionedImages(Dataset):
         attributes: {"label": int, "class_name": str}.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, class_names: tuple[str, ...], template: str,
+    def __init__(self, images: Tensor, labels: Tensor, class_names: tuple[str, ...], captions: tuple[str, ...],
                  size: int | None = None) -> None:
         self.images, self.labels = images, labels
-        self.class_names, self.template, self.size = class_names, template, size
+        self.class_names, self.captions, self.size = class_names, captions, size
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,39 +59,49 @@ class CaptionedImages(Dataset):
         if self.size is not None:
             image = F.interpolate(image[None], size=(self.size, self.size), mode="bilinear", antialias=True,
                                   align_corners=False)[0].clamp(-1, 1)  # (1, size, size)
-        name = self.class_names[label]
-        return {"image": image, "caption": self.template.format(name=name),
-                "attributes": {"label": label, "class_name": name}}
+        return {"image": image, "caption": self.captions[label],
+                "attributes": {"label": label, "class_name": self.class_names[label]}}
 
 
-def _copy_from_mirror(folder: Path, subfolder: str, resources: list[tuple[str, str]]) -> None:
-    """Copy the idx .gz files from $TINYLDM_DATASET_MIRROR/subfolder into folder unless they are already there."""
-    mirror = Path(os.environ[MIRROR_VAR]) / subfolder
+def _copy_from_mirror(folder: Path, mirror: Path, resources: list[tuple[str, str]]) -> None:
+    """Copy the idx .gz files named in resources from mirror into folder unless they (or their extracts) are there."""
     missing = [gz for gz, _ in resources if not (folder / gz).exists() and not (folder / gz[: -len(".gz")]).exists()]
     absent = [gz for gz in missing if not (mirror / gz).is_file()]
     if absent:
-        raise FileNotFoundError(f"{MIRROR_VAR} is set, but {mirror} lacks {', '.join(absent)}; put the original idx "
-                                f".gz files there, or unset {MIRROR_VAR} to download them")
+        raise FileNotFoundError(f"{_MIRROR_VAR} is set, but {mirror} lacks {', '.join(absent)}; put the original idx "
+                                f".gz files there, or unset {_MIRROR_VAR} to download them")
     folder.mkdir(parents=True, exist_ok=True)
     for gz in missing:
         shutil.copyfile(mirror / gz, folder / gz)
 
 
-def _load(cls: type[MNIST], subfolder: str, root: str | Path | None, split: str, size: int | None) -> tuple:
-    """Load one split of a torchvision MNIST-style dataset, offline through the mirror when one is set."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
-        raise ValueError(f"size must be a positive int or None, got {size!r}; e.g. size=32 to match Shapes")
+def _load(name: str, subfolder: str, root: str | Path | None, split: str, size: int | None) -> tuple[Tensor, Tensor]:
+    """Load one split of torchvision's MNIST or FashionMNIST, offline through the mirror when one is set.
+
+    Returns:
+        images uint8 (N, 28, 28) and labels int64 (N,).
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {_SPLITS}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral)):
+        raise TypeError(f"size must be an int or None, got {size!r} of type {type(size).__name__}; e.g. size=32")
+    if size is not None and size < 1:
+        raise ValueError(f"size must be >= 1, got {size}; pass e.g. size=32 to match Shapes, or None to keep 28")
+    import torchvision.datasets  # imported here: it takes about a second, and Shapes users never need it
+
+    cls = getattr(torchvision.datasets, name)
     root = Path(root).expanduser() if root is not None else default_root()
-    if os.environ.get(MIRROR_VAR):
-        _copy_from_mirror(root / cls.__name__ / "raw", subfolder, cls.resources)
+    mirror = os.environ.get(_MIRROR_VAR)
+    if mirror:
+        _copy_from_mirror(root / name / "raw", Path(mirror) / subfolder, cls.resources)
     try:
         # With the files in place this verifies their md5s and extracts them; it downloads only what is missing.
         data = cls(str(root), train=split == "train", download=True)
     except RuntimeError as error:
-        raise RuntimeError(f"could not get {cls.__name__} into {root}: {error}\nOffline? Set {MIRROR_VAR} to a folder "
-                           f"with {subfolder}/ holding the original idx .gz files.") from error
+        hint = (f"{_MIRROR_VAR}={mirror}: check that {subfolder}/ there holds the original idx .gz files (torchvision "
+                f"checks their md5)" if mirror else
+                f"offline? Set {_MIRROR_VAR} to a folder whose {subfolder}/ holds the original idx .gz files")
+        raise RuntimeError(f"could not get {name} into {root}: {error}\n{hint}") from error
     return data.data, data.targets
 
 
@@ -109,8 +117,9 @@ def mnist(root: str | Path | None = None, split: str = "train", size: int | None
         CaptionedImages whose items hold image float32 (1, 28, 28) (or (1, size, size)) in [-1, 1], caption and
         attributes {"label", "class_name"}.
     """
-    images, labels = _load(MNIST, "mnist", root, split, size)
-    return CaptionedImages(images, labels, MNIST_CLASSES, "a handwritten digit {name}", size)
+    images, labels = _load("MNIST", "mnist", root, split, size)
+    captions = tuple(f"a handwritten digit {name}" for name in MNIST_CLASSES)
+    return CaptionedImages(images, labels, MNIST_CLASSES, captions, size)
 
 
 def fashion_mnist(root: str | Path | None = None, split: str = "train", size: int | None = None) -> CaptionedImages:
@@ -125,6 +134,6 @@ def fashion_mnist(root: str | Path | None = None, split: str = "train", size: in
         CaptionedImages whose items hold image float32 (1, 28, 28) (or (1, size, size)) in [-1, 1], caption and
         attributes {"label", "class_name"}.
     """
-    images, labels = _load(FashionMNIST, "fashion-mnist", root, split, size)
-    names = tuple(("an " if name[0] in "aeiou" else "a ") + name for name in FASHION_MNIST_CLASSES)
-    return CaptionedImages(images, labels, FASHION_MNIST_CLASSES, "a photo of {article_name}", size)
+    images, labels = _load("FashionMNIST", "fashion-mnist", root, split, size)
+    captions = tuple(f"a photo of {'an' if name[0] in 'aeiou' else 'a'} {name}" for name in FASHION_MNIST_CLASSES)
+    return CaptionedImages(images, labels, FASHION_MNIST_CLASSES, captions, size)

@@ -1,0 +1,15 @@
+"""Datasets for the course: captioned Shapes (offline, the default), 2-D toy data, and captioned (Fashion-)MNIST."""
+
+from tinyldm.data.shapes import (
+    COLORS, HELD_OUT, MIN_SIZE, POSITIONS, SHAPES, SIZES, SPLITS, Shapes, caption, parse_caption, render,
+)
+from tinyldm.data.toy import TOY_KINDS, toy_2d
+from tinyldm.data.vision import (
+    FASHION_MNIST_CLASSES, MNIST_CLASSES, CaptionedImages, default_root, fashion_mnist, mnist,
+)
+
+__all__ = [
+    "COLORS", "SHAPES", "SIZES", "POSITIONS", "HELD_OUT", "SPLITS", "MIN_SIZE", "Shapes", "caption", "parse_caption",
+    "render", "TOY_KINDS", "toy_2d", "MNIST_CLASSES", "FASHION_MNIST_CLASSES", "CaptionedImages", "default_root",
+    "mnist", "fashion_mnist",
+]
