@@ -1,0 +1,255 @@
+"""DDPM and DDIM steps and samplers: oracles with known answers, closed forms, determinism and argument checks."""
+
+import math
+
+import pytest
+import torch
+
+from tinyldm.diffusion import x0_to_eps
+from tinyldm.sampling import ddim_sample, ddim_step, ddim_timesteps, ddpm_sample, ddpm_step
+from tinyldm.schedule import NoiseSchedule, extract, q_sample
+
+
+def _oracle(x0, schedule):
+    """A model that knows x0: it returns exactly the noise that separates x_t from x0."""
+    return lambda xt, t: x0_to_eps(x0, t, xt, schedule)
+
+
+def _gaussian_eps_model(mu, s, schedule):
+    """The optimal (MMSE) noise predictor when the data is N(mu, s^2), independently per coordinate.
+
+    x_t = sqrt(ab) x0 + sqrt(1 - ab) eps is jointly Gaussian with eps, so
+    E[eps | x_t] = Cov(eps, x_t) / Var(x_t) (x_t - E x_t) = sqrt(1 - ab) / (ab s^2 + 1 - ab) (x_t - sqrt(ab) mu).
+    """
+
+    def model(xt, t):
+        ab = extract(schedule.alpha_bars, t, xt).double()
+        return ((1 - ab).sqrt() / (ab * s**2 + 1 - ab) * (xt - ab.sqrt() * mu)).to(xt.dtype)
+
+    return model
+
+
+def _data(shape=(16, 2), seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_ddpm_step_mean_is_algorithm_2():
+    schedule = NoiseSchedule.linear(1000)
+    xt, eps_pred = _data(seed=1), _data(seed=2)
+    t = torch.randint(1, 1000, (16,), generator=torch.Generator().manual_seed(3))
+    got = ddpm_step(eps_pred, t, xt, schedule, noise=torch.zeros_like(xt))
+    # Ho et al. 2020, Algorithm 2, line 4 without the noise term
+    alpha, beta, ab = (extract(v, t, xt) for v in (schedule.alphas, schedule.betas, schedule.alpha_bars))
+    expected = (xt - beta / (1 - ab).sqrt() * eps_pred) / alpha.sqrt()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variance", ["posterior", "beta"])
+def test_ddpm_step_noise_has_the_requested_variance(variance):
+    schedule = NoiseSchedule.linear(1000)
+    xt, eps_pred, noise = _data(seed=1), _data(seed=2), _data(seed=3)
+    t = torch.full((16,), 400)
+    spread = ddpm_step(eps_pred, t, xt, schedule, noise, variance=variance) - ddpm_step(
+        eps_pred, t, xt, schedule, torch.zeros_like(noise), variance=variance
+    )
+    beta, ab = schedule.betas[400].item(), schedule.alpha_bars
+    sigma2 = beta if variance == "beta" else (1 - ab[399].item()) / (1 - ab[400].item()) * beta
+    torch.testing.assert_close(spread, math.sqrt(sigma2) * noise)
+
+
+def test_ddpm_step_adds_no_noise_at_t_zero():
+    schedule = NoiseSchedule.linear(1000)
+    xt, eps_pred = _data((2, 3), seed=1), _data((2, 3), seed=2)
+    t = torch.tensor([0, 5])
+    a = ddpm_step(eps_pred, t, xt, schedule, _data((2, 3), seed=3))
+    b = ddpm_step(eps_pred, t, xt, schedule, _data((2, 3), seed=4))
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)  # t = 0: noise ignored
+    assert not torch.allclose(a[1], b[1])  # t = 5: noise used
+    for variance in ("posterior", "beta"):
+        out = ddpm_step(eps_pred, t, xt, schedule, _data((2, 3), seed=3), variance=variance)
+        x0_pred = (xt - (1 - schedule.alpha_bars[0]).sqrt() * eps_pred) / schedule.alpha_bars[0].sqrt()
+        torch.testing.assert_close(out[0], x0_pred[0], atol=1e-6, rtol=1e-5)
+
+
+def test_ddim_with_eta_one_and_adjacent_steps_is_the_ddpm_step():
+    schedule = NoiseSchedule.linear(1000)
+    xt, eps_pred, noise = _data(seed=1), _data(seed=2), _data(seed=3)
+    t = torch.randint(0, 1000, (16,), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(
+        ddim_step(eps_pred, t, t - 1, xt, schedule, eta=1.0, noise=noise),
+        ddpm_step(eps_pred, t, xt, schedule, noise),
+        atol=1e-5, rtol=1e-4,
+    )
+
+
+@pytest.mark.parametrize("steps", [1000, 37, 5, 1])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_deterministic_ddim_with_the_oracle_walks_down_the_forward_marginals(steps, dtype):
+    # Song et al. 2021, Eq. 12 with sigma = 0 and the true eps keeps x_t = sqrt(ab) x0 + sqrt(1 - ab) eps with the
+    # same eps at every step, so each intermediate is q_sample(x0, t_prev, eps) and the last one is x0.
+    schedule = NoiseSchedule.linear(1000)
+    x0, eps = _data().to(dtype), _data(seed=1).to(dtype)
+    start = torch.full((16,), 999)
+    seen = []
+    out = ddim_sample(
+        _oracle(x0, schedule), x0.shape, schedule, steps=steps, xT=q_sample(x0, start, schedule, eps),
+        callback=lambda info: seen.append((info["t_prev"], info["x_prev"], info["x0_pred"])), progress=False,
+    )
+    tol = {"atol": 1e-10, "rtol": 1e-10} if dtype == torch.float64 else {"atol": 2e-4, "rtol": 2e-4}
+    torch.testing.assert_close(out, x0, **tol)
+    assert len(seen) == steps and seen[-1][0] == -1
+    for t_prev, x_prev, x0_pred in seen[:-1]:
+        torch.testing.assert_close(x_prev, q_sample(x0, torch.full((16,), t_prev), schedule, eps), **tol)
+        torch.testing.assert_close(x0_pred, x0, **tol)
+
+
+@pytest.mark.parametrize("start", [0, 3, 250, 998])
+def test_deterministic_ddim_step_reconstructs_x0_from_any_xt(start):
+    schedule = NoiseSchedule.cosine(1000)
+    x0, eps = _data().double(), _data(seed=1).double()
+    t = torch.full((16,), start)
+    x = q_sample(x0, t, schedule, eps)
+    oracle = _oracle(x0, schedule)
+    for t_prev in [start // 2, start // 5, -1]:
+        t_prev = torch.full((16,), min(t_prev, start - 1))
+        x = ddim_step(oracle(x, t), t, t_prev, x, schedule)
+        expected = x0 if t_prev[0] < 0 else q_sample(x0, t_prev, schedule, eps)
+        torch.testing.assert_close(x, expected)
+        t = t_prev
+        if t[0] < 0:
+            break
+    torch.testing.assert_close(x, x0)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim1000", "ddim1000_eta1"])
+def test_samplers_with_the_optimal_gaussian_predictor_recover_the_data_moments(sampler):
+    # Data N(mu, s^2) per coordinate; with the exact E[eps | x_t] the samples must have the data's mean and std.
+    # Bound: 5 standard errors (s / sqrt(n) for the mean, s / sqrt(2n) for the std) plus 1% of s for the
+    # samplers' own bias at T = 1000, which a float64 propagation of the linear-Gaussian chain puts below 0.8%.
+    # (With 50 DDIM steps the std comes out ~6% low: few deterministic steps shrink the spread.)
+    n = 20000
+    mu, s = torch.tensor([1.5, -0.5]), torch.tensor([0.5, 2.0])
+    schedule = NoiseSchedule.linear(1000)
+    model = _gaussian_eps_model(mu, s, schedule)
+    gen = torch.Generator().manual_seed(0)
+    if sampler == "ddpm":
+        x = ddpm_sample(model, (n, 2), schedule, generator=gen, progress=False)
+    else:
+        eta = 1.0 if sampler.endswith("eta1") else 0.0
+        x = ddim_sample(model, (n, 2), schedule, steps=1000, eta=eta, generator=gen, progress=False)
+    mean_bound = 5 * s / math.sqrt(n) + 0.01 * s
+    std_bound = 5 * s / math.sqrt(2 * n) + 0.01 * s
+    assert ((x.mean(0) - mu).abs() < mean_bound).all(), (x.mean(0), mu, mean_bound)
+    assert ((x.std(0) - s).abs() < std_bound).all(), (x.std(0), s, std_bound)
+
+
+def test_ddim_with_all_steps_and_eta_one_is_ddpm():
+    schedule = NoiseSchedule.linear(50)
+    model = _gaussian_eps_model(torch.tensor(0.3), torch.tensor(0.7), schedule)
+    a = ddpm_sample(model, (64, 2), schedule, generator=torch.Generator().manual_seed(0), progress=False)
+    b = ddim_sample(model, (64, 2), schedule, steps=50, eta=1.0, generator=torch.Generator().manual_seed(0),
+                    progress=False)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_samplers_are_deterministic_given_a_generator():
+    schedule = NoiseSchedule.linear(100)
+    model = _gaussian_eps_model(torch.tensor(0.3), torch.tensor(0.7), schedule)
+
+    def run(sampler, seed, **kwargs):
+        return sampler(model, (8, 2), schedule, generator=torch.Generator().manual_seed(seed), progress=False, **kwargs)
+
+    for sampler, kwargs in [(ddpm_sample, {}), (ddim_sample, {"steps": 10}), (ddim_sample, {"steps": 10, "eta": 0.5})]:
+        assert torch.equal(run(sampler, 0, **kwargs), run(sampler, 0, **kwargs))
+        assert not torch.allclose(run(sampler, 0, **kwargs), run(sampler, 1, **kwargs))
+
+
+def test_deterministic_ddim_maps_the_same_noise_to_the_same_sample_whatever_the_generator():
+    schedule = NoiseSchedule.linear(100)
+    model = _gaussian_eps_model(torch.tensor(0.3), torch.tensor(0.7), schedule)
+    xT = _data((8, 2))
+    a = ddim_sample(model, (8, 2), schedule, steps=10, xT=xT, generator=torch.Generator().manual_seed(0),
+                    progress=False)
+    b = ddim_sample(model, (8, 2), schedule, steps=10, xT=xT, generator=torch.Generator().manual_seed(1),
+                    progress=False)
+    assert torch.equal(a, b)
+    c = ddim_sample(model, (8, 2), schedule, steps=10, eta=1.0, xT=xT, generator=torch.Generator().manual_seed(1),
+                    progress=False)
+    assert not torch.allclose(a, c)
+
+
+def test_callback_sees_every_step_and_conditioning_reaches_the_model():
+    schedule = NoiseSchedule.linear(20)
+    labels = []
+
+    def model(xt, t, label):
+        labels.append(label)
+        return torch.zeros_like(xt)
+
+    infos = []
+    ddpm_sample(model, (3, 2), schedule, callback=infos.append, conditioning={"label": 4}, progress=False)
+    assert [info["t"] for info in infos] == list(range(19, -1, -1))
+    assert [info["i"] for info in infos] == list(range(20))
+    assert set(infos[0]) == {"i", "t", "t_prev", "xt", "eps_pred", "x0_pred", "x_prev"}
+    assert labels == [4] * 20
+    infos.clear()
+    ddim_sample(model, (3, 2), schedule, steps=4, callback=infos.append, conditioning={"label": 4}, progress=False)
+    assert [(info["t"], info["t_prev"]) for info in infos] == [(19, 14), (14, 9), (9, 4), (4, -1)]
+    for before, after in zip(infos, infos[1:]):
+        assert torch.equal(before["x_prev"], after["xt"])
+
+
+def test_ddim_timesteps_are_trailing_and_cover_the_chain():
+    assert ddim_timesteps(1000, 1000) == list(range(999, -1, -1))
+    assert ddim_timesteps(1000, 50)[:3] == [999, 979, 959] and ddim_timesteps(1000, 50)[-1] == 19
+    assert ddim_timesteps(1000, 1) == [999]
+    for steps in (3, 7, 333, 999):
+        ts = ddim_timesteps(1000, steps)
+        assert len(ts) == steps and ts[0] == 999 and all(a > b >= 0 for a, b in zip(ts, ts[1:]))
+
+
+def test_clip_x0_clamps_the_prediction():
+    schedule = NoiseSchedule.linear(100)
+    xt = torch.full((2, 2), 3.0)
+    eps_pred = torch.zeros(2, 2)
+    t, t_prev = torch.full((2,), 10), torch.full((2,), -1)
+    torch.testing.assert_close(ddim_step(eps_pred, t, t_prev, xt, schedule, clip_x0=True), torch.ones(2, 2))
+    assert (ddim_step(eps_pred, t, t_prev, xt, schedule) > 3.0).all()
+    out = ddpm_step(eps_pred, torch.zeros(2, dtype=torch.long), xt, schedule, torch.zeros(2, 2), clip_x0=True)
+    torch.testing.assert_close(out, torch.ones(2, 2))
+
+
+def test_bad_arguments_raise_clear_errors():
+    schedule = NoiseSchedule.linear(100)
+    model = lambda xt, t: torch.zeros_like(xt)  # noqa: E731
+    with pytest.raises(ValueError, match=r"steps must lie in \[1, 100\].*got 101"):
+        ddim_sample(model, (2, 2), schedule, steps=101, progress=False)
+    with pytest.raises(ValueError, match=r"steps must lie in \[1, 100\].*got 0"):
+        ddim_sample(model, (2, 2), schedule, steps=0, progress=False)
+    with pytest.raises(TypeError, match="steps must be an int"):
+        ddim_sample(model, (2, 2), schedule, steps=2.5, progress=False)
+    with pytest.raises(ValueError, match="eta must be >= 0.*got -0.5"):
+        ddim_sample(model, (2, 2), schedule, steps=5, eta=-0.5, progress=False)
+    with pytest.raises(ValueError, match=r"xT must have the requested shape \(2, 2\), got \(3, 2\)"):
+        ddpm_sample(model, (2, 2), schedule, xT=torch.zeros(3, 2), progress=False)
+    with pytest.raises(ValueError, match=r"the model must return eps_pred shaped like xt, \(2, 2\), got \(2, 3\)"):
+        ddpm_sample(lambda xt, t: torch.zeros(2, 3), (2, 2), schedule, progress=False)
+    xt, t = torch.zeros(2, 2), torch.full((2,), 5)
+    with pytest.raises(ValueError, match=r"eps_pred must have the shape of xt, \(2, 2\), got \(2, 3\)"):
+        ddpm_step(torch.zeros(2, 3), t, xt, schedule, torch.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"noise must have the shape of xt"):
+        ddpm_step(torch.zeros(2, 2), t, xt, schedule, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="variance must be 'posterior'"):
+        ddpm_step(torch.zeros(2, 2), t, xt, schedule, torch.zeros(2, 2), variance="learned")
+    with pytest.raises(ValueError, match="eta must be >= 0"):
+        ddim_step(torch.zeros(2, 2), t, t - 1, xt, schedule, eta=-1.0)
+    with pytest.raises(ValueError, match="pass noise="):
+        ddim_step(torch.zeros(2, 2), t, t - 1, xt, schedule, eta=0.5)
+    with pytest.raises(ValueError, match=r"t_prev must lie in \[-1, t\)"):
+        ddim_step(torch.zeros(2, 2), t, t + 1, xt, schedule)
+    with pytest.raises(ValueError, match=r"t_prev must lie in \[-1, t\)"):
+        ddim_step(torch.zeros(2, 2), t, torch.full((2,), -2), xt, schedule)
+    with pytest.raises(TypeError, match="t_prev must be an int64 tensor"):
+        ddim_step(torch.zeros(2, 2), t, 4, xt, schedule)
+    with pytest.raises(ValueError, match=r"t must have shape \(2,\)"):
+        ddim_step(torch.zeros(2, 2), torch.full((3,), 5), torch.full((3,), 4), xt, schedule)

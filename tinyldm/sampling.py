@@ -1,0 +1,277 @@
+"""The reverse process: one-step updates and full samplers for DDPM and DDIM.
+
+Every sampler is a free function with the same calling convention (after k-diffusion): it takes the model,
+the output shape and the schedule, calls the model as ``model(xt, t, **conditioning) -> eps_pred``, and
+reports each step to ``callback``. Models trained for x0 or v are wrapped with
+``tinyldm.diffusion.as_eps_model`` first, so the loops below never branch on the parameterisation.
+
+Step numbering follows ``tinyldm.schedule``: index T-1 is the noisiest step and index -1 stands for x0
+(alpha_bar = 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .diffusion import _check_like, eps_to_x0, q_posterior, x0_to_eps
+from .schedule import NoiseSchedule, check_timesteps, extract
+
+__all__ = ["ddpm_step", "ddim_step", "ddim_timesteps", "ddpm_sample", "ddim_sample"]
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+def _predict_x0(eps_pred: Tensor, t: Tensor, xt: Tensor, schedule: NoiseSchedule, clip_x0: bool) -> Tensor:
+    x0_pred = eps_to_x0(eps_pred, t, xt, schedule)
+    # Image data lives in [-1, 1]; early, noisy predictions overshoot, and clipping keeps them on the data range.
+    return x0_pred.clamp(-1.0, 1.0) if clip_x0 else x0_pred
+
+
+def ddpm_step(
+    eps_pred: Tensor,
+    t: Tensor,
+    xt: Tensor,
+    schedule: NoiseSchedule,
+    noise: Tensor,
+    clip_x0: bool = False,
+    variance: str = "posterior",
+) -> Tensor:
+    """One ancestral step x_t -> x_{t-1} of the reverse process (Ho et al. 2020, Algorithm 2 and Eq. 11).
+
+    The model's noise prediction gives a guess of x0 (Eq. 15); the step then samples the forward posterior
+    q(x_{t-1} | x_t, x0_pred) (Eqs. 6-7). Without clipping its mean equals Algorithm 2's
+    (x_t - beta_t / sqrt(1 - alpha_bar_t) * eps_pred) / sqrt(alpha_t). At index t = 0 no noise is added.
+
+    Args:
+        eps_pred: (B, ...) the model's noise prediction at x_t.
+        t: (B,) int64 step indices.
+        xt: (B, ...) the current sample.
+        schedule: the noise schedule.
+        noise: (B, ...) standard normal noise z (ignored where t = 0).
+        clip_x0: clamp the x0 prediction to [-1, 1] (the image range) before taking the step.
+        variance: sigma_t^2 of the step: "posterior" is beta-tilde_t (Eq. 7), "beta" is beta_t (Sec. 3.2).
+    Returns:
+        (B, ...) x_{t-1}.
+    """
+    if variance not in ("posterior", "beta"):
+        raise ValueError(f"variance must be 'posterior' (beta-tilde_t) or 'beta' (beta_t), got {variance!r}")
+    _check_like(eps_pred, "eps_pred", xt)
+    _check_like(noise, "noise", xt)
+    x0_pred = _predict_x0(eps_pred, t, xt, schedule, clip_x0)
+    mean, posterior_variance = q_posterior(x0_pred, xt, t, schedule)
+    sigma2 = posterior_variance if variance == "posterior" else extract(schedule.betas, t, xt)
+    # Algorithm 2, line 4: z ~ N(0, I) if t > 1 else z = 0 (paper's t = 1 is index 0 here)
+    noisy = (t > 0).to(device=xt.device, dtype=xt.dtype).reshape(-1, *([1] * (xt.ndim - 1)))  # (B, 1, ..., 1)
+    return mean + noisy * sigma2.sqrt() * noise
+
+
+def _alpha_bar_at(schedule: NoiseSchedule, t: Tensor, x: Tensor) -> Tensor:
+    """alpha_bar at indices in [-1, T), with index -1 meaning x0 (alpha_bar = 1); shaped (B, 1, ..., 1)."""
+    padded = torch.cat([torch.ones(1, device=schedule.alpha_bars.device), schedule.alpha_bars])
+    return extract(padded, t + 1, x)
+
+
+def ddim_step(
+    eps_pred: Tensor,
+    t: Tensor,
+    t_prev: Tensor,
+    xt: Tensor,
+    schedule: NoiseSchedule,
+    eta: float = 0.0,
+    noise: Tensor | None = None,
+    clip_x0: bool = False,
+) -> Tensor:
+    """One DDIM step x_t -> x_{t_prev}, possibly skipping many steps (Song et al. 2021, Eqs. 12 and 16).
+
+    x_prev = sqrt(alpha_bar_prev) x0_pred + sqrt(1 - alpha_bar_prev - sigma^2) eps_pred + sigma z, with
+    sigma = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev).
+    eta = 0 is deterministic; eta = 1 with t_prev = t - 1 is exactly the DDPM step with beta-tilde variance.
+    t_prev = -1 means x0 (alpha_bar_prev = 1), where the step returns x0_pred.
+
+    Args:
+        eps_pred: (B, ...) the model's noise prediction at x_t.
+        t: (B,) int64 current step indices.
+        t_prev: (B,) int64 target step indices, each in [-1, t).
+        xt: (B, ...) the current sample.
+        schedule: the noise schedule.
+        eta: how much fresh noise to inject, from 0 (deterministic DDIM) to 1 (DDPM-like).
+        noise: (B, ...) standard normal noise z; required when eta > 0.
+        clip_x0: clamp the x0 prediction to [-1, 1] and use the noise consistent with the clamped x0.
+    Returns:
+        (B, ...) x_{t_prev}.
+    """
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0 (0 is deterministic DDIM, 1 is DDPM-like), got {eta}")
+    if eta > 0 and noise is None:
+        raise ValueError(f"eta={eta} injects fresh noise: pass noise=torch.randn(xt.shape, generator=...)")
+    _check_like(eps_pred, "eps_pred", xt)
+    if noise is not None:
+        _check_like(noise, "noise", xt)
+    check_timesteps(t, xt.shape[0], schedule.num_steps)
+    if not isinstance(t_prev, Tensor) or t_prev.dtype != torch.int64 or t_prev.shape != t.shape:
+        raise TypeError(f"t_prev must be an int64 tensor of shape {tuple(t.shape)} like t, got {t_prev!r}")
+    if (t_prev < -1).any() or (t_prev >= t).any():
+        raise ValueError(
+            f"t_prev must lie in [-1, t) (DDIM steps go back in time; -1 means x0), got t={t.tolist()[:4]} "
+            f"and t_prev={t_prev.tolist()[:4]}"
+        )
+    x0_pred = _predict_x0(eps_pred, t, xt, schedule, clip_x0)
+    if clip_x0:
+        eps_pred = x0_to_eps(x0_pred, t, xt, schedule)
+    alpha_bar = extract(schedule.alpha_bars, t, xt)
+    alpha_bar_prev = _alpha_bar_at(schedule, t_prev, xt)
+    # Song et al. 2021, Eq. 16: sigma_t(eta)
+    sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
+    # Song et al. 2021, Eq. 12: predicted x0, direction pointing to x_t, random noise
+    x_prev = alpha_bar_prev.sqrt() * x0_pred + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps_pred
+    return x_prev + sigma * noise if eta > 0 else x_prev
+
+
+def ddim_timesteps(num_steps: int, steps: int) -> list[int]:
+    """The step indices a ``steps``-step sampler visits: evenly spaced, decreasing from T-1.
+
+    "Trailing" spacing (Lin et al. 2024, Table 2): the first index is always T-1, the noisiest step, so sampling
+    starts where the forward process ends; ``steps == T`` visits every index.
+
+    Args:
+        num_steps: T, the schedule's number of steps.
+        steps: how many model evaluations to spend, in [1, T].
+    Returns:
+        list of ``steps`` distinct ints from T-1 downwards.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise TypeError(f"steps must be an int, got {steps!r} ({type(steps).__name__})")
+    if not 1 <= steps <= num_steps:
+        raise ValueError(
+            f"steps must lie in [1, {num_steps}] for a schedule of {num_steps} steps, got {steps}; "
+            "a sampler cannot take more steps than the forward process has"
+        )
+    return [num_steps * (steps - i) // steps - 1 for i in range(steps)]
+
+
+def _initial_noise(
+    shape: tuple[int, ...], schedule: NoiseSchedule, xT: Tensor | None, generator: torch.Generator | None
+) -> Tensor:
+    shape = tuple(shape)
+    if xT is not None:
+        if tuple(xT.shape) != shape:
+            raise ValueError(f"xT must have the requested shape {shape}, got {tuple(xT.shape)}")
+        return xT.to(schedule.betas.device)
+    return torch.randn(shape, generator=generator, device=schedule.betas.device)
+
+
+def _call_model(
+    model: Callable[..., Tensor], xt: Tensor, step: int, conditioning: dict[str, Any] | None
+) -> tuple[Tensor, Tensor]:
+    t = torch.full((xt.shape[0],), step, dtype=torch.long, device=xt.device)
+    eps_pred = model(xt, t, **(conditioning or {}))
+    if not isinstance(eps_pred, Tensor) or eps_pred.shape != xt.shape:
+        shape = tuple(eps_pred.shape) if isinstance(eps_pred, Tensor) else type(eps_pred).__name__
+        raise ValueError(f"the model must return eps_pred shaped like xt, {tuple(xt.shape)}, got {shape}")
+    return t, eps_pred
+
+
+@torch.no_grad()
+def ddpm_sample(
+    model: Callable[..., Tensor],
+    shape: tuple[int, ...],
+    schedule: NoiseSchedule,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    *,
+    xT: Tensor | None = None,
+    conditioning: dict[str, Any] | None = None,
+    clip_x0: bool = False,
+    variance: str = "posterior",
+    progress: bool = True,
+) -> Tensor:
+    """Draw samples by walking all T steps back from pure noise (Ho et al. 2020, Algorithm 2).
+
+    Costs T model evaluations per sample.
+
+    Args:
+        model: called as ``model(xt, t, **conditioning)`` with xt (B, ...) and t (B,) int64; returns eps_pred.
+        shape: (B, ...) the shape of the batch to draw.
+        schedule: the schedule the model was trained with; its device is where sampling runs.
+        generator: source of x_T and of every step's noise (on the schedule's device).
+        callback: called after every step with a dict: ``i`` (step number from 0), ``t`` and ``t_prev`` (ints),
+            ``xt`` (the input of the step), ``eps_pred``, ``x0_pred`` and ``x_prev`` (its output), all (B, ...).
+        xT: (B, ...) the starting noise; drawn from ``generator`` when None.
+        conditioning: keyword arguments passed on to the model.
+        clip_x0: clamp x0 predictions to [-1, 1] (for image data).
+        variance: "posterior" (beta-tilde_t) or "beta" (beta_t).
+        progress: show a tqdm progress bar.
+    Returns:
+        (B, ...) x0 samples.
+    """
+    x = _initial_noise(shape, schedule, xT, generator)
+    for i, step in enumerate(tqdm(range(schedule.num_steps - 1, -1, -1), desc="DDPM", disable=not progress)):
+        t, eps_pred = _call_model(model, x, step, conditioning)
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_prev = ddpm_step(eps_pred, t, x, schedule, noise, clip_x0=clip_x0, variance=variance)
+        if callback is not None:
+            x0_pred = _predict_x0(eps_pred, t, x, schedule, clip_x0)
+            callback(
+                {"i": i, "t": step, "t_prev": step - 1, "xt": x, "eps_pred": eps_pred, "x0_pred": x0_pred,
+                 "x_prev": x_prev}
+            )
+        x = x_prev
+    return x
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: Callable[..., Tensor],
+    shape: tuple[int, ...],
+    schedule: NoiseSchedule,
+    steps: int = 50,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    *,
+    xT: Tensor | None = None,
+    conditioning: dict[str, Any] | None = None,
+    clip_x0: bool = False,
+    progress: bool = True,
+) -> Tensor:
+    """Draw samples with DDIM on a subsequence of ``steps`` of the T steps (Song et al. 2021, Sec. 4.2).
+
+    Costs ``steps`` model evaluations per sample. With eta = 0 the map from x_T to x0 is deterministic.
+
+    Args:
+        model: called as ``model(xt, t, **conditioning)`` with xt (B, ...) and t (B,) int64; returns eps_pred.
+        shape: (B, ...) the shape of the batch to draw.
+        schedule: the schedule the model was trained with; its device is where sampling runs.
+        steps: the number of model evaluations, in [1, T] (see ``ddim_timesteps``).
+        eta: noise scale, >= 0: 0 is deterministic DDIM, 1 is ancestral (DDPM-like) sampling.
+        generator: source of x_T and, when eta > 0, of every step's noise (on the schedule's device).
+        callback: called after every step with the dict described in ``ddpm_sample``.
+        xT: (B, ...) the starting noise; drawn from ``generator`` when None.
+        conditioning: keyword arguments passed on to the model.
+        clip_x0: clamp x0 predictions to [-1, 1] (for image data).
+        progress: show a tqdm progress bar.
+    Returns:
+        (B, ...) x0 samples.
+    """
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0 (0 is deterministic DDIM, 1 is DDPM-like), got {eta}")
+    timesteps = ddim_timesteps(schedule.num_steps, steps)
+    x = _initial_noise(shape, schedule, xT, generator)
+    for i, step in enumerate(tqdm(timesteps, desc=f"DDIM ({steps} steps)", disable=not progress)):
+        step_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        t, eps_pred = _call_model(model, x, step, conditioning)
+        t_prev = torch.full_like(t, step_prev)
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if eta > 0 else None
+        x_prev = ddim_step(eps_pred, t, t_prev, x, schedule, eta=eta, noise=noise, clip_x0=clip_x0)
+        if callback is not None:
+            x0_pred = _predict_x0(eps_pred, t, x, schedule, clip_x0)
+            callback(
+                {"i": i, "t": step, "t_prev": step_prev, "xt": x, "eps_pred": eps_pred, "x0_pred": x0_pred,
+                 "x_prev": x_prev}
+            )
+        x = x_prev
+    return x
