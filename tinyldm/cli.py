@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tinyldm.data import Shapes
+from tinyldm.device import default_device
 from tinyldm.schedule import NoiseSchedule, q_trajectory
 
 __all__ = ["build_parser", "main", "render_forward"]
@@ -91,19 +94,138 @@ def build_parser() -> argparse.ArgumentParser:
         "forward", help="render the forward noising chain of a few Shapes images (strip, GIF, schedules)"), None)
     forward_options(commands.add_parser(
         "demo", help="the course's showcase job; until text-to-image exists, the forward chain"), "outputs/demo")
+
+    def device_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--device", default=None, help="cpu, cuda, mps ... (default: cuda > mps > cpu)")
+        sub.add_argument("--threads", type=_positive_int, default=None,
+                         help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
+
+    train = commands.add_parser("train", help="train a model (see tinyldm train pixel --help)")
+    models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
+    pixel = models.add_parser("pixel", help="a pixel-space diffusion UNet on Shapes (lesson 3)")
+    pixel.add_argument("--config", choices=("tiny", "small", "full"), default="small",
+                       help="preset: tiny (minutes), small (the shipped 32x32 model), full (64x64, a GPU)")
+    pixel.add_argument("--out", type=Path, required=True, help="run folder: model, checkpoints, loss log, samples")
+    pixel.add_argument("--steps", type=_positive_int, default=None, help="optimiser steps (default: the preset's)")
+    pixel.add_argument("--batch-size", type=_positive_int, default=None, help="images per step")
+    pixel.add_argument("--num-images", type=_positive_int, default=None, help="distinct Shapes training images")
+    pixel.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    device_options(pixel)
+    judge = models.add_parser("judge", help="the Shapes judge classifier that tinyldm evaluate uses")
+    judge.add_argument("--out", type=Path, required=True, help="folder for the judge")
+    judge.add_argument("--steps", type=_positive_int, default=1000, help="optimiser steps (default 1000)")
+    judge.add_argument("--num-images", type=_positive_int, default=8192, help="real training images (default 8192)")
+    judge.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    device_options(judge)
+
+    def sampler_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
+                         help="ddpm: ancestral (stochastic, the default); ddim: deterministic (eta = 0)")
+        sub.add_argument("--steps", type=_positive_int, default=100,
+                         help="network calls per image (default 100); ddpm with --steps 1000 is the full chain")
+
+    sample = commands.add_parser("sample", help="draw images from a trained pixel model: PNGs, a grid, a GIF")
+    sample.add_argument("--checkpoint", type=Path, default=None,
+                        help="model folder (default: the shipped data/checkpoints/pixel-shapes)")
+    sample.add_argument("--num-images", type=_positive_int, default=16, help="images to draw (default 16)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    sample.add_argument("--out", type=Path, required=True, help="folder for the pictures")
+    sampler_options(sample)
+    device_options(sample)
+
+    evaluate = commands.add_parser("evaluate", help="judge a pixel model's samples: validity, frequencies, FID")
+    evaluate.add_argument("--checkpoint", type=Path, default=None,
+                          help="model folder (default: the shipped data/checkpoints/pixel-shapes)")
+    evaluate.add_argument("--judge", type=Path, default=None,
+                          help="judge folder (default: the shipped data/checkpoints/judge-shapes)")
+    evaluate.add_argument("--num-images", type=_positive_int, default=512, help="images to generate (default 512)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    sampler_options(evaluate)
+    evaluate.add_argument("--out", type=Path, default=None, help="also write metrics.json and samples.png here")
+    device_options(evaluate)
     return parser
+
+
+def _choose_device(args: argparse.Namespace) -> torch.device:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return torch.device(args.device) if args.device else default_device()
+
+
+def _run_train(args: argparse.Namespace) -> dict[str, Path]:
+    from tinyldm.jobs import train_and_score_judge, train_pixel
+
+    device = _choose_device(args)
+    if args.model == "judge":
+        report = train_and_score_judge(args.out, args.steps, args.num_images, args.seed, device)
+        accuracy = report["accuracy_on_fresh_images"]
+        print("judge accuracy on fresh images: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
+        return {"judge": args.out / "model.safetensors", "accuracy": args.out / "accuracy.json"}
+    print(f"tinyldm train {args.model}: {args.config} preset on {device} ({torch.get_num_threads()} CPU threads)")
+    result = train_pixel(args.config, args.out, device, steps=args.steps, batch_size=args.batch_size,
+                         num_images=args.num_images, resume=args.resume)
+    print(f"trained {result.steps_run} steps at {result.images_per_second:.0f} images/s; "
+          f"mean loss of the last 100 steps {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
+    return {"model": args.out / "model.safetensors", "config": args.out / "config.json",
+            "loss log": args.out / "loss.jsonl", "loss plot": args.out / "loss.png"}
+
+
+def _run_sample(args: argparse.Namespace) -> dict[str, Path]:
+    from tinyldm import viz
+    from tinyldm.jobs import load_pixel_model, sample_pixel
+    from tinyldm.pretrained import checkpoint_dir
+
+    device = _choose_device(args)
+    folder = args.checkpoint or checkpoint_dir("pixel-shapes")
+    model, schedule, size = load_pixel_model(folder, device)
+    images, frames, _ = sample_pixel(model, schedule, args.num_images, size, args.seed, args.sampler,
+                                     args.steps)
+    nrow = math.ceil(math.sqrt(args.num_images))
+    written = {f"image {k}": viz.save_grid(image[None], args.out / f"sample_{k:03d}.png")
+               for k, image in enumerate(images)}
+    written["grid"] = viz.save_grid(images, args.out / "grid.png", nrow=nrow, scale=4)
+    written["animation"] = viz.save_gif(frames, args.out / "reverse_process.gif", fps=12, nrow=nrow, scale=3)
+    return written
+
+
+def _run_evaluate(args: argparse.Namespace) -> dict[str, Path]:
+    from tinyldm import viz
+    from tinyldm.evaluate import Judge
+    from tinyldm.jobs import evaluate_pixel, load_pixel_model
+    from tinyldm.pretrained import checkpoint_dir
+
+    device = _choose_device(args)
+    model, schedule, size = load_pixel_model(args.checkpoint or checkpoint_dir("pixel-shapes"), device)
+    judge = Judge.from_pretrained(args.judge or checkpoint_dir("judge-shapes")).to(device)
+    metrics, images = evaluate_pixel(model, schedule, size, judge, args.num_images, args.seed, args.sampler,
+                                     args.steps)
+    print(json.dumps(metrics, indent=2))
+    if args.out is None:
+        return {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return {"metrics": args.out / "metrics.json",
+            "samples": viz.save_grid(images[:64], args.out / "samples.png", nrow=8, scale=3)}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tinyldm`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        written = render_forward(args.out, args.num_images, args.size, args.schedule, args.num_steps,
-                                 args.seed, args.frames)
-    except ValueError as err:  # bad input the parser cannot see (e.g. an image size Shapes cannot draw)
+        if args.command == "train":
+            written = _run_train(args)
+        elif args.command == "sample":
+            written = _run_sample(args)
+        elif args.command == "evaluate":
+            written = _run_evaluate(args)
+        else:
+            written = render_forward(args.out, args.num_images, args.size, args.schedule, args.num_steps,
+                                     args.seed, args.frames)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input the parser cannot see
         print(f"tinyldm {args.command}: error: {err}", file=sys.stderr)
         return 2
-    print(f"tinyldm {args.command}: wrote")
+    if written:
+        print(f"tinyldm {args.command}: wrote")
     for name, path in written.items():
         print(f"  {path}  ({name})")
     return 0

@@ -1,0 +1,102 @@
+"""save_pretrained / from_pretrained: an exact round trip, and loading errors that say what did not match."""
+
+import json
+
+import pytest
+import torch
+
+from tinyldm.evaluate import Judge, JudgeConfig
+from tinyldm.pretrained import checkpoint_dir, load_schedule, save_schedule
+from tinyldm.schedule import NoiseSchedule
+from tinyldm.unet import UNet, UNetConfig
+
+CONFIG = UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, attention_levels=(1,), groups=4,
+                    num_heads=2)
+
+
+def _trained_looking(model):
+    generator = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.data = torch.randn(p.shape, generator=generator)
+    return model
+
+
+def test_round_trip_is_exact(tmp_path):
+    model = _trained_looking(UNet(CONFIG))
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = UNet.from_pretrained(tmp_path)
+    assert loaded.config == CONFIG and not loaded.training
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([1, 900])
+    assert torch.equal(model.eval()(x, t), loaded(x, t))
+
+
+def test_config_json_is_readable(tmp_path):
+    UNet(CONFIG).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["_class_name"] == "UNet" and saved["channel_mults"] == [1, 2]
+
+
+def test_the_judge_round_trips_too(tmp_path):
+    judge = _trained_looking(Judge(JudgeConfig(width=4, feature_dim=8)))
+    judge.save_pretrained(tmp_path)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(judge.eval()(x)["valid"], Judge.from_pretrained(tmp_path)(x)["valid"])
+
+
+def test_an_expected_config_that_differs_is_named(tmp_path):
+    UNet(CONFIG).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"base_channels: saved 8, expected 16"):
+        UNet.from_pretrained(tmp_path, config=UNetConfig(**{**CONFIG.__dict__, "base_channels": 16}))
+
+
+def test_unknown_and_missing_fields_are_named(tmp_path):
+    UNet(CONFIG).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["colour"] = "red"
+    del saved["groups"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"unknown fields \['colour'\]; missing fields \['groups'\]"):
+        UNet.from_pretrained(tmp_path)
+
+
+def test_another_class_is_refused(tmp_path):
+    Judge(JudgeConfig(width=4, feature_dim=8)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="describes a Judge, not a UNet"):
+        UNet.from_pretrained(tmp_path)
+
+
+def test_weights_from_another_model_are_refused(tmp_path):
+    UNet(CONFIG).save_pretrained(tmp_path / "a")
+    UNet(UNetConfig(**{**CONFIG.__dict__, "base_channels": 16})).save_pretrained(tmp_path / "b")
+    (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
+    message = r"shape mismatches .*conv_in.weight: saved \(16, 3, 3, 3\), model \(8, 3, 3, 3\)"
+    with pytest.raises(ValueError, match=message):
+        UNet.from_pretrained(tmp_path / "a")
+
+
+def test_a_missing_folder_or_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model folder"):
+        UNet.from_pretrained(tmp_path / "nowhere")
+    UNet(CONFIG).save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
+        UNet.from_pretrained(tmp_path)
+
+
+def test_schedule_round_trip(tmp_path):
+    save_schedule(tmp_path, NoiseSchedule.cosine(250), "eps", 32)
+    schedule, prediction, size = load_schedule(tmp_path)
+    assert (schedule.kind, schedule.num_steps, prediction, size) == ("cosine", 250, "eps", 32)
+    assert torch.equal(schedule.betas, NoiseSchedule.cosine(250).betas)
+
+
+def test_checkpoint_dir_finds_shipped_models_and_explains_misses(monkeypatch, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text("{}")
+    monkeypatch.setenv("TINYLDM_CHECKPOINTS", str(tmp_path))
+    assert checkpoint_dir("mine") == tmp_path / "mine"
+    with pytest.raises(FileNotFoundError, match="no shipped checkpoint 'absent'"):
+        checkpoint_dir("absent")

@@ -1,0 +1,163 @@
+"""Scoring generated Shapes images with the judge: validity, attribute frequencies, and a FID on judge features.
+
+Three questions about a batch of generated images, each answered by ``tinyldm.judge.Judge``:
+
+1. **Validity**: what fraction shows one valid, well-formed object? An image counts as valid when the judge's
+   valid head says so (p >= 0.5) *and* each attribute head is confident (top probability >= 0.5): a blob between
+   two grid cells, or half-way between a square and a circle, is not a Shapes image.
+2. **Frequencies**: do the valid images show colours, shapes, sizes and positions as often as the real data
+   does? Measured per attribute by the total variation distance 1/2 sum_k |p_k - q_k| (0: identical, 1: disjoint).
+3. **FID**: the Frechet distance between Gaussians fitted to judge features of real and generated images
+   (Heusel et al. 2017, Eq. 6), with the judge standing in for Inception, as fast.ai did for Fashion-MNIST.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .data import HELD_OUT
+from .judge import ATTRIBUTES, NEGATIVE_KINDS, Judge, JudgeConfig, attribute_targets, spoil, train_judge
+
+__all__ = ["Judge", "JudgeConfig", "train_judge", "ATTRIBUTES", "NEGATIVE_KINDS", "spoil", "Judgement",
+           "judge_images", "judge_accuracy", "frechet_distance", "attribute_frequencies", "total_variation",
+           "evaluate_samples", "VALID_THRESHOLD", "CONFIDENCE_THRESHOLD"]
+
+VALID_THRESHOLD = 0.5  # p(valid) needed to count an image as valid
+CONFIDENCE_THRESHOLD = 0.5  # top probability every attribute head needs
+
+
+@dataclass
+class Judgement:
+    """The judge's reading of a batch of B images."""
+
+    predictions: dict[str, Tensor]  # attribute -> (B,) int64 class index (into ATTRIBUTES[attribute])
+    confidence: dict[str, Tensor]  # attribute -> (B,) top probability
+    p_valid: Tensor  # (B,) probability that the image is a valid Shapes image
+    valid: Tensor  # (B,) bool: p_valid >= VALID_THRESHOLD and every confidence >= CONFIDENCE_THRESHOLD
+    features: Tensor  # (B, feature_dim) penultimate features
+
+    def names(self, index: int) -> dict[str, str]:
+        """The predicted attributes of image ``index`` as names, e.g. {"color": "red", ...}."""
+        return {name: ATTRIBUTES[name][int(self.predictions[name][index])] for name in ATTRIBUTES}
+
+
+@torch.no_grad()
+def judge_images(judge: Judge, images: Tensor, batch_size: int = 256) -> Judgement:
+    """Run the judge over ``images`` (B, 3, H, W) in [-1, 1], in batches, on the judge's device."""
+    device = next(judge.parameters()).device
+    judge.eval()
+    parts = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start:start + batch_size].to(device)
+        logits = judge(x)
+        parts.append(({k: v.float().cpu() for k, v in logits.items()}, judge.features(x).float().cpu()))
+    logits = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
+    features = torch.cat([p[1] for p in parts])
+    probs = {name: logits[name].softmax(-1) for name in ATTRIBUTES}
+    confidence = {name: p.amax(-1) for name, p in probs.items()}
+    p_valid = logits["valid"].sigmoid()
+    valid = p_valid >= VALID_THRESHOLD
+    for c in confidence.values():
+        valid &= c >= CONFIDENCE_THRESHOLD
+    return Judgement({name: p.argmax(-1) for name, p in probs.items()}, confidence, p_valid, valid, features)
+
+
+def judge_accuracy(judge: Judge, images: Tensor, attributes: list[dict[str, str]]) -> dict[str, float]:
+    """How often the judge reads real images right: accuracy per attribute, all four at once, and valid rate.
+
+    Args:
+        images: (B, 3, H, W) real Shapes images, e.g. a split and seed the judge never trained on.
+        attributes: the B attribute dicts of those images.
+    Returns:
+        {"color": ..., "shape": ..., "size": ..., "position": ..., "all": ..., "valid": ...}, fractions in [0, 1].
+    """
+    verdict = judge_images(judge, images)
+    targets = attribute_targets(attributes)
+    correct = {name: verdict.predictions[name] == targets[name] for name in ATTRIBUTES}
+    result = {name: c.float().mean().item() for name, c in correct.items()}
+    result["all"] = torch.stack(list(correct.values())).all(0).float().mean().item()
+    result["valid"] = verdict.valid.float().mean().item()
+    return result
+
+
+def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (Heusel et al. 2017, Eq. 6).
+
+    d^2 = ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), computed in float64; the trace of the matrix
+    square root is the sum of the square roots of the eigenvalues of S_a^(1/2) S_b S_a^(1/2).
+
+    Args:
+        features_a: (N_a, D), features_b: (N_b, D), each with more rows than a handful.
+    Returns:
+        d^2 as a float (0 for identical statistics).
+    """
+    if features_a.ndim != 2 or features_b.ndim != 2 or features_a.shape[1] != features_b.shape[1]:
+        raise ValueError(f"features must be (N, D) with the same D, got {tuple(features_a.shape)} and "
+                         f"{tuple(features_b.shape)}")
+    if min(features_a.shape[0], features_b.shape[0]) < 2:
+        raise ValueError("each feature set needs at least 2 rows to estimate a covariance; use a few hundred")
+    a, b = features_a.double(), features_b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)  # (D, D) each
+    values, vectors = torch.linalg.eigh(cov_a)
+    sqrt_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T  # S_a^(1/2)
+    middle = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp(min=0)
+    d2 = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * middle.sqrt().sum()
+    return max(0.0, d2.item())
+
+
+def attribute_frequencies(predictions: dict[str, Tensor], mask: Tensor | None = None) -> dict[str, Tensor]:
+    """The fraction of images showing each value of each attribute (only where ``mask`` is True, if given).
+
+    Returns:
+        attribute -> (num_values,) float64 frequencies summing to 1 (zeros if no image is selected).
+    """
+    out = {}
+    for name, values in ATTRIBUTES.items():
+        picked = predictions[name] if mask is None else predictions[name][mask]
+        counts = torch.bincount(picked, minlength=len(values)).double()
+        out[name] = counts / counts.sum().clamp(min=1)
+    return out
+
+
+def total_variation(p: Tensor, q: Tensor) -> float:
+    """Total variation distance 1/2 sum_k |p_k - q_k| between two discrete distributions."""
+    return 0.5 * (p - q).abs().sum().item()
+
+
+def evaluate_samples(judge: Judge, generated: Tensor, real: Tensor) -> dict[str, float]:
+    """Score generated images against real ones with the judge.
+
+    FID depends on the number of images (fewer images, larger FID), so both FIDs use n = min(N, M // 2) images
+    per side: generated[:n] against real[:n], and real[:n] against real[n:2n] as the noise floor. Pass at least
+    twice as many real images as generated ones to use every generated image.
+
+    Args:
+        judge: a trained judge.
+        generated: (N, 3, H, W) generated images in [-1, 1].
+        real: (M, 3, H, W) real images of the distribution the generator was trained on, M >= 4.
+    Returns:
+        "valid_fraction" (of generated images), "real_valid_fraction" (the same for the real ones: the ceiling),
+        "tv_<attribute>" and "tv_mean" (frequency match of the valid generated images against the real ones;
+        0 is perfect), "heldout_pair_fraction" (valid generated images showing a colour-shape pair from
+        HELD_OUT, which the train split never shows), "fid" and "fid_real_vs_real" (both on n images a side),
+        and "fid_images" (n).
+    """
+    gen = judge_images(judge, generated)
+    ref = judge_images(judge, real)
+    p_gen = attribute_frequencies(gen.predictions, gen.valid)
+    p_ref = attribute_frequencies(ref.predictions, ref.valid)
+    result = {"valid_fraction": gen.valid.float().mean().item(), "real_valid_fraction": ref.valid.float().mean().item()}
+    for name in ATTRIBUTES:
+        result[f"tv_{name}"] = total_variation(p_gen[name], p_ref[name])
+    result["tv_mean"] = sum(result[f"tv_{name}"] for name in ATTRIBUTES) / len(ATTRIBUTES)
+    pairs = [(gen.names(i)["color"], gen.names(i)["shape"]) for i in gen.valid.nonzero()[:, 0].tolist()]
+    result["heldout_pair_fraction"] = sum(p in HELD_OUT for p in pairs) / max(1, len(pairs))
+    n = min(generated.shape[0], real.shape[0] // 2)
+    result["fid"] = frechet_distance(gen.features[:n], ref.features[:n])
+    result["fid_real_vs_real"] = frechet_distance(ref.features[:n], ref.features[n:2 * n])
+    result["fid_images"] = n
+    return result
