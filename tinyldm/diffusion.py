@@ -41,6 +41,13 @@ def _check_like(value: Tensor, name: str, xt: Tensor) -> None:
         raise ValueError(f"{name} must have the shape of xt, {tuple(xt.shape)}, got {shape}")
 
 
+def _alpha_bar_for(value: Tensor, name: str, t: Tensor, xt: Tensor, schedule: NoiseSchedule) -> Tensor:
+    """Check ``value`` and ``t`` against ``xt``, then return alpha_bar_t shaped (B, 1, ..., 1) for the conversions."""
+    _check_like(value, name, xt)
+    check_timesteps(t, xt.shape[0], schedule.num_steps)
+    return extract(schedule.alpha_bars, t, xt)
+
+
 def alpha_bars_prev(schedule: NoiseSchedule) -> Tensor:
     """alpha_bar one step earlier, with alpha_bar = 1 before the first step (x0 has no noise).
 
@@ -66,9 +73,7 @@ def eps_to_x0(eps: Tensor, t: Tensor, xt: Tensor, schedule: NoiseSchedule) -> Te
     Returns:
         (B, ...) x0.
     """
-    _check_like(eps, "eps", xt)
-    check_timesteps(t, xt.shape[0], schedule.num_steps)
-    alpha_bar = extract(schedule.alpha_bars, t, xt)
+    alpha_bar = _alpha_bar_for(eps, "eps", t, xt, schedule)
     return (xt - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
 
 
@@ -85,9 +90,7 @@ def x0_to_eps(x0: Tensor, t: Tensor, xt: Tensor, schedule: NoiseSchedule) -> Ten
     Returns:
         (B, ...) eps.
     """
-    _check_like(x0, "x0", xt)
-    check_timesteps(t, xt.shape[0], schedule.num_steps)
-    alpha_bar = extract(schedule.alpha_bars, t, xt)
+    alpha_bar = _alpha_bar_for(x0, "x0", t, xt, schedule)
     return (xt - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
 
 
@@ -123,9 +126,7 @@ def v_to_eps(v: Tensor, t: Tensor, xt: Tensor, schedule: NoiseSchedule) -> Tenso
     Returns:
         (B, ...) eps.
     """
-    _check_like(v, "v", xt)
-    check_timesteps(t, xt.shape[0], schedule.num_steps)
-    alpha_bar = extract(schedule.alpha_bars, t, xt)
+    alpha_bar = _alpha_bar_for(v, "v", t, xt, schedule)
     return alpha_bar.sqrt() * v + (1 - alpha_bar).sqrt() * xt
 
 
@@ -142,9 +143,7 @@ def eps_to_v(eps: Tensor, t: Tensor, xt: Tensor, schedule: NoiseSchedule) -> Ten
     Returns:
         (B, ...) v.
     """
-    _check_like(eps, "eps", xt)
-    check_timesteps(t, xt.shape[0], schedule.num_steps)
-    alpha_bar = extract(schedule.alpha_bars, t, xt)
+    alpha_bar = _alpha_bar_for(eps, "eps", t, xt, schedule)
     return (eps - (1 - alpha_bar).sqrt() * xt) / alpha_bar.sqrt()
 
 
