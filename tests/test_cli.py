@@ -41,6 +41,10 @@ def test_same_seed_same_pictures(tmp_path):
         (["forward", "--out", "x", "--num-images", "0"], "expected a positive whole number, got 0"),
         (["forward", "--out", "x", "--schedule", "sigmoid"], "invalid choice: 'sigmoid'"),
         (["forward"], "the following arguments are required: --out"),
+        (["train", "pixel", "--config", "huge", "--out", "x"], "invalid choice: 'huge'"),
+        (["train", "pixel", "--config", "tiny"], "the following arguments are required: --out"),
+        (["sample", "--out", "x", "--sampler", "euler"], "invalid choice: 'euler'"),
+        (["train", "pixel", "--out", "x", "--steps", "0"], "expected a positive whole number, got 0"),
     ],
 )
 def test_bad_arguments_exit_with_a_message(argv, message, capsys):
