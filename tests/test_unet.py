@@ -1,10 +1,13 @@
-"""The UNet and its blocks: shapes for several configs and sizes, finite gradients, clear errors."""
+"""The UNet and its blocks: shapes for several configs and sizes, finite gradients, clear errors, the shipped
+checkpoint's numbers, and text conditioning through cross-attention."""
 
 import math
 
 import pytest
 import torch
 
+from tinyldm.attention import SpatialTransformer
+from tinyldm.pretrained import checkpoint_dir
 from tinyldm.time_embedding import timestep_embedding
 from tinyldm.unet import UNet, UNetConfig
 from tinyldm.unet_blocks import Downsample, ResBlock, SelfAttention, Upsample
@@ -123,13 +126,83 @@ def test_bad_inputs_are_refused(x, t, message):
     ({"upsample": "bilinear"}, "upsample must be one of"),
     ({"base_channels": 0}, "base_channels must be a positive int"),
     ({"dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
-    ({"context_dim": 32}, "lesson 6"),
+    ({"context_dim": 0}, "context_dim must be None .* a positive int, got 0"),
+    ({"context_dim": 8.0}, "context_dim must be None"),
 ])
 def test_bad_configs_are_refused(change, message):
     with pytest.raises(ValueError, match=message):
         UNet(UNetConfig(**{**SMALLEST, **change}))
 
 
-def test_context_is_refused_until_cross_attention_exists():
+def test_the_shipped_pixel_checkpoint_gives_the_numbers_it_gave_before_cross_attention():
+    # Computed with the lesson-3 UNet, before attention moved to tinyldm.attention: an unconditional UNet must
+    # keep its state-dict keys and its outputs, or every shipped checkpoint would break.
+    model = UNet.from_pretrained(checkpoint_dir("pixel-shapes"))
+    assert model.config.context_dim is None and len(model.state_dict()) == 166
+    assert not any(isinstance(m, SpatialTransformer) for m in model.modules())
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        eps = model(x, torch.tensor([10, 700]))
+    assert math.isclose(eps.mean().item(), -0.0491672, abs_tol=1e-4)
+    assert math.isclose(eps.abs().mean().item(), 0.9428546, abs_tol=1e-4)
+    torch.testing.assert_close(eps[0, 0, 0, :4], torch.tensor([-1.2472761, -1.5122023, -0.4227627, -0.6250668]),
+                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(eps[1, 2, 16, 16:20], torch.tensor([0.1003646, 0.1352615, -1.3694514, 0.9431303]),
+                               atol=1e-4, rtol=1e-4)
+
+
+CONDITIONAL = {**SMALLEST, "channel_mults": (1, 2), "attention_levels": (0, 1), "context_dim": 6}
+
+
+def _conditional(seed=0):
+    torch.manual_seed(seed)
+    model = UNet(UNetConfig(**CONDITIONAL))
+    for m in model.modules():  # zero-initialised output layers would hide the context
+        if isinstance(m, SpatialTransformer):
+            torch.nn.init.normal_(m.proj_out.weight, std=0.1)
+    torch.nn.init.normal_(model.conv_out.weight, std=0.1)
+    return model
+
+
+def test_context_dim_puts_spatial_transformers_at_the_attention_levels_and_the_middle():
+    model = UNet(UNetConfig(**CONDITIONAL))
+    names = sorted(n for n, m in model.named_modules() if isinstance(m, SpatialTransformer))
+    assert names == ["down.0.attns.0", "down.1.attns.0", "mid_attn", "up.0.attns.0", "up.0.attns.1",
+                     "up.1.attns.0", "up.1.attns.1"]
+    unconditional = UNet(UNetConfig(**{**CONDITIONAL, "context_dim": None}))
+    assert not any(isinstance(m, SpatialTransformer) for m in unconditional.modules())
+    assert UNetConfig.tiny(context_dim=32).context_dim == 32 and UNetConfig.tiny().context_dim is None
+
+
+def test_the_conditional_unet_reads_the_context_and_ignores_padding():
+    model = _conditional()
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 900])
+    context = torch.randn(2, 3, 6)
+    eps = model(x, t, context)
+    assert eps.shape == (2, 3, 8, 8)
+    assert not torch.allclose(eps, model(x, t, torch.randn(2, 3, 6)))
+    padded = torch.cat([context, torch.randn(2, 4, 6)], dim=1)
+    mask = torch.tensor([[True] * 3 + [False] * 4] * 2)
+    torch.testing.assert_close(model(x, t, padded, mask), eps, atol=1e-5, rtol=1e-4)
+    loss = model(x, t, padded, mask).square().mean()
+    loss.backward()
+    assert model.mid_attn.attn2.to_k.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, r"text-conditioned \(UNetConfig.context_dim=6\): pass context \(2, L, 6\)"),
+    ({"context": torch.randn(2, 3, 5)}, r"context must have shape \(2, L, 6\)"),
+    ({"context": torch.randn(1, 3, 6)}, r"context must have shape \(2, L, 6\)"),
+    ({"context": torch.randn(2, 3, 6), "context_mask": torch.ones(2, 3)}, "context_mask must be a bool tensor"),
+    ({"context": torch.randn(2, 3, 6), "context_mask": torch.ones(2, 4, dtype=torch.bool)},
+     r"context_mask must be a bool tensor of shape \(2, 3\)"),
+])
+def test_bad_contexts_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        UNet(UNetConfig(**CONDITIONAL))(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"context": torch.randn(1, 4, 8)}, {"context_mask": torch.ones(1, 4).bool()}])
+def test_an_unconditional_unet_refuses_context(kwargs):
     with pytest.raises(ValueError, match="no cross-attention"):
-        UNet(UNetConfig(**SMALLEST))(torch.randn(1, 3, 8, 8), torch.tensor([0]), context=torch.randn(1, 4, 8))
+        UNet(UNetConfig(**SMALLEST))(torch.randn(1, 3, 8, 8), torch.tensor([0]), **kwargs)

@@ -1,17 +1,20 @@
-"""The UNet's building blocks: a ResBlock that knows the step, down- and up-sampling, and self-attention.
+"""The UNet's building blocks: a ResBlock that knows the step, and down- and up-sampling.
 
 Each block keeps the tensor layout (B, C, H, W). The ResBlock follows the DDPM UNet (Ho et al. 2020, App. B),
 which took it from the Wide ResNet; the time embedding enters every ResBlock, either as a per-channel shift or,
 as in Improved DDPM (Nichol & Dhariwal 2021, Sec. 3 "use_scale_shift_norm"), as a scale and a shift of the
 normalised features. Down- and up-sampling come in two flavours each, because lesson 3 compares them.
+The attention layers (self-attention, and lesson 6's cross-attention) are in ``tinyldm.attention``.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# SelfAttention and group_norm live with the other attention layers; they are re-exported here because lesson 3
+# imports them from this module.
+from .attention import SelfAttention, group_norm, zero_module
 
 __all__ = ["TIME_CONDITIONINGS", "DOWNSAMPLES", "UPSAMPLES", "ResBlock", "Downsample", "Upsample", "SelfAttention",
            "group_norm"]
@@ -19,22 +22,6 @@ __all__ = ["TIME_CONDITIONINGS", "DOWNSAMPLES", "UPSAMPLES", "ResBlock", "Downsa
 TIME_CONDITIONINGS = ("shift", "scale_shift")
 DOWNSAMPLES = ("conv", "avgpool")
 UPSAMPLES = ("nearest", "transposed")
-
-
-def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    """GroupNorm with ``groups`` groups, or fewer when ``channels`` is not a multiple of it.
-
-    GroupNorm normalises over groups of channels and over space, so it behaves the same at batch size 1 (sampling)
-    and 128 (training), unlike BatchNorm (Wu & He 2018).
-    """
-    return nn.GroupNorm(math.gcd(channels, groups), channels, eps=1e-6)
-
-
-def _zero(module: nn.Module) -> nn.Module:
-    """Zero a layer's weights so that a residual branch starts as the identity (Goyal et al. 2017)."""
-    for p in module.parameters():
-        p.detach().zero_()
-    return module
 
 
 class ResBlock(nn.Module):
@@ -64,7 +51,7 @@ class ResBlock(nn.Module):
         self.time_proj = nn.Linear(temb_dim, factor * out_channels)
         self.norm2 = group_norm(out_channels, groups)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.conv2 = zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
@@ -142,39 +129,3 @@ class Upsample(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}"
-
-
-class SelfAttention(nn.Module):
-    """Every pixel attends to every other pixel: global context at a low resolution (Vaswani et al. 2017, Eq. 1).
-
-    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_head)) V over the N = H*W positions, with a residual connection.
-    Its cost grows as N^2, so the UNet uses it only where the feature map is small.
-
-    Args:
-        channels: C.
-        num_heads: attention heads; C must be divisible by it.
-        groups: GroupNorm groups.
-    """
-
-    def __init__(self, channels: int, num_heads: int = 4, groups: int = 32):
-        super().__init__()
-        if channels % num_heads:
-            raise ValueError(f"attention width {channels} is not divisible by num_heads={num_heads}; "
-                             f"pick num_heads among the divisors of {channels}")
-        self.num_heads = num_heads
-        self.norm = group_norm(channels, groups)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = _zero(nn.Conv2d(channels, channels, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, C, H, W)."""
-        B, C, H, W = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)  # (B, 3, h, d, N)
-        q, k, v = qkv.permute(1, 0, 2, 4, 3).unbind(0)  # each (B, heads, N, d_head)
-        # Vaswani et al. 2017, Eq. 1: softmax(Q K^T / sqrt(d_head)) V
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d_head)
-        out = out.permute(0, 1, 3, 2).reshape(B, C, H, W)  # (B, C, H, W)
-        return x + self.proj(out)
-
-    def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}"
