@@ -1,4 +1,5 @@
-"""The judge and the metrics built on it: FID against an independent formula, frequencies, the shipped judge."""
+"""The judge and the metrics built on it: FID against an independent formula, frequencies, the shipped judge,
+and the reconstruction metrics (PSNR by hand, judge agreement on spoiled copies)."""
 
 import numpy as np
 import pytest
@@ -7,8 +8,8 @@ import torch
 
 from tinyldm.data import Shapes
 from tinyldm.evaluate import (ATTRIBUTES, NEGATIVE_KINDS, Judge, JudgeConfig, attribute_frequencies,
-                              evaluate_samples, frechet_distance, judge_accuracy, judge_images, spoil,
-                              total_variation)
+                              evaluate_reconstructions, evaluate_samples, frechet_distance, judge_accuracy,
+                              judge_images, psnr, spoil, total_variation)
 from tinyldm.pretrained import checkpoint_dir
 
 
@@ -109,3 +110,60 @@ def test_evaluate_samples_ranks_real_above_spoiled(judge):
     assert good["tv_mean"] < 0.15 and good["heldout_pair_fraction"] == 0.0
     assert good["fid_images"] == 200
     assert good["fid"] < 2 * good["fid_real_vs_real"] and bad["fid"] > 5 * good["fid"]
+
+
+def test_psnr_of_a_known_error():
+    x = torch.zeros(2, 3, 4, 4)
+    y = x.clone()
+    y[0] += 0.2  # 0.1 on the [0, 1] scale everywhere: MSE 0.01, 20 dB
+    y[1, :, :2] += 0.2  # the same error on half the pixels: MSE 0.005, 10 log10(200) dB
+    assert psnr(x, y).tolist() == pytest.approx([20.0, 10 * np.log10(200)], rel=1e-5)
+    assert psnr(y, x).tolist() == pytest.approx(psnr(x, y).tolist())  # symmetric
+
+
+def test_psnr_of_identical_images_is_infinite_and_bad_shapes_are_refused():
+    x = torch.rand(3, 3, 8, 8) * 2 - 1
+    assert torch.isinf(psnr(x, x)).all() and (psnr(x, x) > 0).all()
+    with pytest.raises(ValueError, match=r"psnr needs two batches .* got \(3, 3, 8, 8\) and \(3, 3, 8, 4\)"):
+        psnr(x, x[..., :4])
+
+
+class _ShiftDistance(torch.nn.Module):
+    """A stand-in for LPIPS: the mean absolute difference per image, with a parameter to find the device by."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, y):
+        return (x - y).abs().flatten(1).mean(1)
+
+
+def test_evaluate_reconstructions_on_perfect_and_spoiled_copies(judge):
+    images, _ = _real(120, seed=11)
+    noisy = (images + 0.02 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    blurred = spoil(images, "blur", torch.Generator().manual_seed(0))
+    good = evaluate_reconstructions(images, noisy, judge=judge, lpips=_ShiftDistance(), batch_size=50)
+    bad = evaluate_reconstructions(images, blurred, judge=judge)
+    assert good["num_images"] == 120 and 33 < good["psnr"] < 41 and good["psnr_min"] <= good["psnr"]
+    assert good["lpips"] == pytest.approx((images - noisy).abs().mean().item(), rel=1e-5)
+    assert good["agree_all"] >= 0.98 and good["fid"] < 5
+    assert bad["psnr"] < good["psnr"] - 10 and "lpips" not in bad
+    assert bad["valid_fraction"] < 0.5 <= bad["real_valid_fraction"] and bad["fid"] > 10 * good["fid"]
+    assert set(bad) >= {f"agree_{name}" for name in ATTRIBUTES} | {"agree_all"}
+    assert bad["agree_all"] <= min(bad[f"agree_{name}"] for name in ATTRIBUTES)
+
+
+def test_evaluate_reconstructions_refuses_mismatched_batches():
+    with pytest.raises(ValueError, match=r"two batches .* N >= 2, got \(4, 3, 8, 8\) and \(3, 3, 8, 8\)"):
+        evaluate_reconstructions(torch.zeros(4, 3, 8, 8), torch.zeros(3, 3, 8, 8))
+
+
+def test_the_shipped_autoencoder_reconstructs_fresh_images_faithfully(judge):
+    from tinyldm.autoencoder_jobs import load_autoencoder, reconstruct
+
+    model = load_autoencoder(checkpoint_dir("autoencoder-shapes"))
+    images, _ = _real(200, seed=23)
+    metrics = evaluate_reconstructions(images, reconstruct(model, images), judge=judge)
+    assert metrics["psnr"] >= 30 and metrics["agree_all"] >= 0.99, metrics  # the lesson-4 targets
+    assert model.downsampling_factor == 4 and 0.3 < model.scale_factor.item() < 3

@@ -38,6 +38,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
 def render_forward(
     out: Path, num_images: int = 4, size: int = 32, schedule: str = "linear", num_steps: int = 1000,
     seed: int = 0, frames: int = 40,
@@ -111,6 +121,35 @@ def build_parser() -> argparse.ArgumentParser:
     pixel.add_argument("--num-images", type=_positive_int, default=None, help="distinct Shapes training images")
     pixel.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     device_options(pixel)
+    autoencoder = models.add_parser("autoencoder", help="a KL autoencoder for latent diffusion (lesson 4)")
+    autoencoder.add_argument("--config", choices=("tiny", "small", "full"), default="small",
+                             help="preset: tiny (minutes), small (the shipped 32x32 model), full (64x64, a GPU)")
+    autoencoder.add_argument("--out", type=Path, required=True,
+                             help="run folder: model, checkpoints, loss log, reconstructions")
+    autoencoder.add_argument("--steps", type=_positive_int, default=None,
+                             help="optimiser steps (default: the preset's)")
+    autoencoder.add_argument("--batch-size", type=_positive_int, default=None, help="images per step")
+    autoencoder.add_argument("--num-images", type=_positive_int, default=None,
+                             help="distinct Shapes training images")
+    autoencoder.add_argument("--factor", type=int, choices=(2, 4, 8), default=None,
+                             help="down-sampling factor f: latents are (H/f, W/f) (default: the preset's, 4 or 8)")
+    autoencoder.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    device_options(autoencoder)
+    ldm = models.add_parser("ldm", help="a text-to-image latent diffusion model on Shapes (lessons 5-6)")
+    ldm.add_argument("--config", choices=("tiny", "small", "full"), default="small",
+                     help="preset: tiny (minutes), small (the shipped 32x32 model), full (64x64, a GPU)")
+    ldm.add_argument("--out", type=Path, required=True,
+                     help="run folder: the pipeline (autoencoder/, unet/, text_encoder/), checkpoints, loss log")
+    ldm.add_argument("--autoencoder", type=Path, default=None,
+                     help="folder of the frozen autoencoder (default: the preset's, data/checkpoints/"
+                          "autoencoder-shapes for tiny and small)")
+    ldm.add_argument("--unconditional", action="store_true",
+                     help="no text encoder and no cross-attention: unconditional latent diffusion (lesson 5)")
+    ldm.add_argument("--steps", type=_positive_int, default=None, help="optimiser steps (default: the preset's)")
+    ldm.add_argument("--batch-size", type=_positive_int, default=None, help="latents per step")
+    ldm.add_argument("--num-images", type=_positive_int, default=None, help="distinct Shapes training images")
+    ldm.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    device_options(ldm)
     judge = models.add_parser("judge", help="the Shapes judge classifier that tinyldm evaluate uses")
     judge.add_argument("--out", type=Path, required=True, help="folder for the judge")
     judge.add_argument("--steps", type=_positive_int, default=1000, help="optimiser steps (default 1000)")
@@ -133,6 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     sampler_options(sample)
     device_options(sample)
 
+    generate = commands.add_parser("generate", help="text to image with a latent diffusion model: PNGs, a grid, "
+                                                    "a GIF of the reverse process")
+    generate.add_argument("--prompt", default=None,
+                          help="what to draw, e.g. 'a large red circle at the top left' (leave out for an "
+                               "unconditional model)")
+    generate.add_argument("--checkpoint", type=Path, default=None,
+                          help="pipeline folder (default: the shipped data/checkpoints/ldm-shapes)")
+    generate.add_argument("--num-images", type=_positive_int, default=16, help="images to draw (default 16)")
+    generate.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    generate.add_argument("--guidance-scale", type=_non_negative_float, default=3.0,
+                          help="classifier-free guidance scale: 1 = none, larger follows the prompt more closely, "
+                               "0 = ignore it (default 3)")
+    generate.add_argument("--out", type=Path, required=True, help="folder for the pictures")
+    sampler_options(generate)
+    device_options(generate)
+
     evaluate = commands.add_parser("evaluate", help="judge a pixel model's samples: validity, frequencies, FID")
     evaluate.add_argument("--checkpoint", type=Path, default=None,
                           help="model folder (default: the shipped data/checkpoints/pixel-shapes)")
@@ -143,6 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
     sampler_options(evaluate)
     evaluate.add_argument("--out", type=Path, default=None, help="also write metrics.json and samples.png here")
     device_options(evaluate)
+
+    rec = commands.add_parser("reconstruct", help="encode and decode fresh Shapes images with an autoencoder and "
+                                                  "score the reconstructions: PSNR, LPIPS, judge agreement, FID")
+    rec.add_argument("--checkpoint", type=Path, default=None,
+                     help="autoencoder folder (default: the shipped data/checkpoints/autoencoder-shapes)")
+    rec.add_argument("--judge", type=Path, default=None,
+                     help="judge folder (default: the shipped data/checkpoints/judge-shapes)")
+    rec.add_argument("--num-images", type=_positive_int, default=512,
+                     help="test-split images to reconstruct (default 512, at least 2)")
+    rec.add_argument("--seed", type=int, default=1, help="seed of the test-split images (default 1)")
+    rec.add_argument("--size", type=_positive_int, default=32, help="image side in pixels (default 32)")
+    rec.add_argument("--no-lpips", action="store_true",
+                     help="skip LPIPS (it needs torchvision's AlexNet weights: online, or $TINYLDM_LPIPS_WEIGHTS)")
+    rec.add_argument("--out", type=Path, required=True, help="folder for reconstructions.png and metrics.json")
+    device_options(rec)
     return parser
 
 
@@ -168,6 +238,95 @@ def _run_train(args: argparse.Namespace) -> dict[str, Path]:
           f"mean loss of the last 100 steps {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
     return {"model": args.out / "model.safetensors", "config": args.out / "config.json",
             "loss log": args.out / "loss.jsonl", "loss plot": args.out / "loss.png"}
+
+
+def _lpips(device: torch.device):
+    """The LPIPS network. Weights that cannot be had are a problem of the setup, reported like bad input."""
+    from tinyldm.perceptual import LPIPS
+
+    try:
+        return LPIPS().to(device)
+    except RuntimeError as err:
+        raise ValueError(str(err)) from err
+
+
+def _run_train_autoencoder(args: argparse.Namespace) -> dict[str, Path]:
+    from tinyldm.autoencoder_jobs import AUTOENCODER_PRESETS, train_autoencoder_preset
+
+    device = _choose_device(args)
+    print(f"tinyldm train autoencoder: {args.config} preset on {device} ({torch.get_num_threads()} CPU threads)")
+    lpips = _lpips(device) if AUTOENCODER_PRESETS[args.config].loss.perceptual_weight > 0 else None
+    result = train_autoencoder_preset(args.config, args.out, device, steps=args.steps, batch_size=args.batch_size,
+                                      num_images=args.num_images, factor=args.factor, resume=args.resume,
+                                      lpips=lpips)
+    last = result.records[-100:]
+    means = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "l1", "lpips") if k in last[0]}
+    print(f"trained {result.steps_run} steps at {result.images_per_second:.0f} images/s; means of the last "
+          f"{len(last)} steps: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+          + f"; latent scale factor {result.scale_factor:.4f}")
+    return {"model": args.out / "model.safetensors", "config": args.out / "config.json",
+            "loss log": args.out / "loss.jsonl", "loss plot": args.out / "loss.png"}
+
+
+def _run_reconstruct(args: argparse.Namespace) -> dict[str, Path]:
+    import matplotlib.pyplot as plt
+
+    from tinyldm.autoencoder_jobs import evaluate_autoencoder, load_autoencoder, plot_reconstructions
+    from tinyldm.evaluate import Judge
+    from tinyldm.pretrained import checkpoint_dir
+
+    if args.num_images < 2:
+        raise ValueError(f"--num-images must be at least 2 to compare distributions (FID), got {args.num_images}")
+    device = _choose_device(args)
+    model = load_autoencoder(args.checkpoint or checkpoint_dir("autoencoder-shapes"), device)
+    judge = Judge.from_pretrained(args.judge or checkpoint_dir("judge-shapes")).to(device)
+    lpips = None if args.no_lpips else _lpips(device)
+    metrics, originals, reconstructions = evaluate_autoencoder(model, args.num_images, args.size, args.seed,
+                                                               judge=judge, lpips=lpips)
+    print(json.dumps(metrics, indent=2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    fig = plot_reconstructions(originals, reconstructions)
+    fig.savefig(args.out / "reconstructions.png", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return {"metrics": args.out / "metrics.json", "reconstructions": args.out / "reconstructions.png"}
+
+
+def _run_train_ldm(args: argparse.Namespace) -> dict[str, Path]:
+    from tinyldm.ldm_jobs import train_ldm
+
+    device = _choose_device(args)
+    kind = "unconditional" if args.unconditional else "text-to-image"
+    print(f"tinyldm train ldm: {args.config} preset, {kind}, on {device} ({torch.get_num_threads()} CPU threads)")
+    result = train_ldm(args.config, args.out, device, autoencoder=args.autoencoder, steps=args.steps,
+                       batch_size=args.batch_size, num_images=args.num_images, unconditional=args.unconditional,
+                       resume=args.resume)
+    last = result.losses[-100:]
+    print(f"trained {result.steps_run} steps at {result.images_per_second:.0f} latents/s; mean loss of the last "
+          f"{len(last)} steps {sum(last) / len(last):.4f}")
+    return {"pipeline": args.out / "config.json", "unet": args.out / "unet" / "model.safetensors",
+            "loss log": args.out / "loss.jsonl", "loss plot": args.out / "loss.png"}
+
+
+def _run_generate(args: argparse.Namespace) -> dict[str, Path]:
+    from tinyldm import viz
+    from tinyldm.ldm_jobs import generate_ldm, load_ldm
+    from tinyldm.pretrained import checkpoint_dir
+
+    device = _choose_device(args)
+    folder = args.checkpoint or checkpoint_dir("ldm-shapes")
+    ldm = load_ldm(folder, device)
+    if ldm.text_encoder is not None and args.prompt is None:
+        raise ValueError(f"{folder} is a text-to-image model: pass --prompt, e.g. --prompt "
+                         "'a large red circle at the top left'")
+    images, frames, _ = generate_ldm(ldm, args.prompt, args.num_images, args.seed, args.guidance_scale,
+                                     args.sampler, args.steps)
+    nrow = math.ceil(math.sqrt(args.num_images))
+    written = {f"image {k}": viz.save_grid(image[None], args.out / f"sample_{k:03d}.png")
+               for k, image in enumerate(images)}
+    written["grid"] = viz.save_grid(images, args.out / "grid.png", nrow=nrow, scale=4)
+    written["animation"] = viz.save_gif(frames, args.out / "reverse_process.gif", fps=12, nrow=nrow, scale=3)
+    return written
 
 
 def _run_sample(args: argparse.Namespace) -> dict[str, Path]:
@@ -212,8 +371,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tinyldm`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
+        if args.command == "train" and args.model == "autoencoder":
+            written = _run_train_autoencoder(args)
+        elif args.command == "train" and args.model == "ldm":
+            written = _run_train_ldm(args)
+        elif args.command == "train":
             written = _run_train(args)
+        elif args.command == "generate":
+            written = _run_generate(args)
+        elif args.command == "reconstruct":
+            written = _run_reconstruct(args)
         elif args.command == "sample":
             written = _run_sample(args)
         elif args.command == "evaluate":

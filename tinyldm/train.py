@@ -5,20 +5,20 @@ cosine decay of the learning rate, gradient clipping, an EMA of the weights, bf1
 with the running loss, sample grids every so often, a loss log in JSON lines and its plot, and checkpoints written
 atomically that resume exactly. A non-finite loss stops the run with the step number.
 
-The pieces (``TrainConfig``, ``lr_factor``, ``LossLog``, ``EMA``, ``save_training_state``) are separate so that
-other loops, such as the autoencoder's adversarial one, can share them.
+The pieces (``TrainConfig``, ``lr_factor``, ``LossLog``, ``EMA``, ``save_training_state``, ``open_run_folder``) are
+separate so that other loops, such as the autoencoder's adversarial one (``tinyldm.autoencoder_training``), share
+them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import matplotlib.pyplot as plt
 import torch
@@ -29,12 +29,12 @@ from tqdm.auto import tqdm
 from .checkpoint import STATE_NAME, load_training_state, save_training_state
 from .diffusion import diffusion_loss
 from .ema import EMA
-from .pretrained import config_from_dict, config_to_dict, save_schedule
+from .pretrained import config_to_dict, save_schedule
 from .sampling import ddim_sample
 from .schedule import NoiseSchedule
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "LossLog", "lr_factor", "plot_losses", "seeded",
-           "train_diffusion", "LOG_NAME", "TRAIN_CONFIG_NAME"]
+           "train_diffusion", "open_run_folder", "LOG_NAME", "TRAIN_CONFIG_NAME"]
 
 LOG_NAME = "loss.jsonl"
 TRAIN_CONFIG_NAME = "train_config.json"
@@ -174,14 +174,18 @@ def _dropout_rng(generator: torch.Generator, device: torch.device) -> Iterator[N
 
 
 def _save_samples(ema_model: nn.Module, schedule: NoiseSchedule, config: TrainConfig, shape: tuple[int, ...],
-                  path: Path) -> None:
+                  path: Path, conditioning: Tensor | None, decode: Callable[[Tensor], Tensor] | None) -> None:
     from .viz import save_grid
 
     generator = torch.Generator(schedule.betas.device).manual_seed(config.seed)
+    num = config.num_samples if conditioning is None else min(config.num_samples, conditioning.shape[0])
+    cond = None if conditioning is None else {"cond": conditioning[:num].to(schedule.betas.device)}
     # Ancestral steps (eta = 1): fresh noise at each step hides less of what a half-trained model can already do.
-    images = ddim_sample(ema_model, (config.num_samples, *shape), schedule, steps=min(config.sample_steps,
-                         schedule.num_steps), eta=1.0, generator=generator, clip_x0=True, progress=False)
-    save_grid(images, path, nrow=math.ceil(math.sqrt(config.num_samples)), scale=2)
+    # Clipping x0 to [-1, 1] suits pixels only; latents are decoded to pixels afterwards.
+    samples = ddim_sample(ema_model, (num, *shape), schedule, steps=min(config.sample_steps, schedule.num_steps),
+                          eta=1.0, generator=generator, conditioning=cond, clip_x0=decode is None, progress=False)
+    images = samples if decode is None else decode(samples).clamp(-1, 1)
+    save_grid(images, path, nrow=math.ceil(math.sqrt(num)), scale=2)
 
 
 def train_diffusion(
@@ -194,6 +198,8 @@ def train_diffusion(
     prediction: str = "eps",
     progress: bool = True,
     until: int | None = None,
+    conditioning: Tensor | None = None,
+    decode: Callable[[Tensor], Tensor] | None = None,
 ) -> TrainResult:
     """Train a noise predictor with the simplified loss (Ho et al. 2020, Algorithm 1, Eq. 14).
 
@@ -213,6 +219,11 @@ def train_diffusion(
         progress: show a tqdm progress bar with the running loss.
         until: stop after this step, with a checkpoint, as if the run were interrupted there (resume later);
             None runs to ``config.steps``.
+        conditioning: (N, ...) per-item conditioning, e.g. caption indices: each batch takes the rows of the
+            batch's data items and the model is called as ``model(xt, t, cond=rows)``; sample grids use the
+            first ``num_samples`` rows. None: an unconditional model.
+        decode: turns samples into images for the sample grids, e.g. an autoencoder's ``decode_latents`` when
+            ``data`` holds latents; None: the samples are images in [-1, 1].
     Returns:
         a ``TrainResult``; ``model`` holds the last weights and ``result.ema_model`` the averaged ones.
     """
@@ -222,6 +233,9 @@ def train_diffusion(
         raise ValueError(f"until must lie in [1, {config.steps}] (the run's steps), got {until}")
     if data.ndim != 4:
         raise ValueError(f"data must be a tensor of images (N, C, H, W), got shape {tuple(data.shape)}")
+    if conditioning is not None and conditioning.shape[0] != data.shape[0]:
+        raise ValueError(f"conditioning has {conditioning.shape[0]} rows but data has {data.shape[0]} items; "
+                         "pass one row per item")
     device = next(model.parameters()).device
     out = Path(out) if out is not None else None
     data_gen = torch.Generator().manual_seed(config.seed)  # batch indices: always on the CPU
@@ -247,9 +261,11 @@ def train_diffusion(
         tick = time.perf_counter()
         index = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_gen)
         x0 = data[index].to(device, non_blocking=True)
+        cond = None if conditioning is None else {"cond": conditioning[index].to(device, non_blocking=True)}
         lr = optimizer.param_groups[0]["lr"]
         with autocast, _dropout_rng(noise_gen, device):
-            loss = diffusion_loss(model, x0, schedule, generator=noise_gen, prediction=prediction)
+            loss = diffusion_loss(model, x0, schedule, generator=noise_gen, prediction=prediction,
+                                  conditioning=cond)
         value = loss.item()
         if not math.isfinite(value):
             raise NonFiniteLossError(step + 1, "loss", value, lr)
@@ -271,7 +287,8 @@ def train_diffusion(
         if out is None:
             continue
         if config.sample_every and done % config.sample_every == 0:
-            _save_samples(ema.model, schedule, config, tuple(data.shape[1:]), out / "samples" / f"step_{done:06d}.png")
+            _save_samples(ema.model, schedule, config, tuple(data.shape[1:]), out / "samples" / f"step_{done:06d}.png",
+                          conditioning, decode)
         if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
             log.append(pending)
             pending = []
@@ -288,40 +305,63 @@ def train_diffusion(
     return TrainResult(losses, ema.model, steps_run, train_seconds, speed)
 
 
-def _prepare_run_folder(out: Path, config: TrainConfig, resume: bool, model: nn.Module, ema: EMA,
-                        optimizer: torch.optim.Optimizer, scheduler: Any, data_gen: torch.Generator,
-                        noise_gen: torch.Generator, log: LossLog) -> tuple[int, list[dict[str, Any]]]:
-    """Start a fresh run in ``out`` or restore the saved one; returns (steps already done, log records kept)."""
+def open_run_folder(out: Path, settings: dict[str, Any], resume: bool,
+                    log: LossLog) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Start a fresh run in ``out``, or check and load the run saved there; shared by the training loops.
+
+    A fresh run needs a folder without a saved state; it writes ``settings`` to ``train_config.json`` and empties
+    the log. A resumed run needs a saved state and the same settings as before (only "steps" may change, to
+    extend a run); the log loses the records written after the saved step (an interrupted run's last steps).
+
+    Args:
+        out: the run folder.
+        settings: the run's settings as a JSON-ready dict, e.g. ``config_to_dict(config)``.
+        resume: continue the saved run instead of starting one.
+        log: the run's loss log.
+    Returns:
+        (the saved training state, or None for a fresh run; the log records kept).
+    """
     state_path = out / STATE_NAME
+    config_path = out / TRAIN_CONFIG_NAME
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as the saved file has them
     if not resume:
         if state_path.exists():
             saved = load_training_state(state_path)["step"]
             raise FileExistsError(f"{out} already holds a run (saved at step {saved}); pass resume=True "
                                   "(--resume) to continue it, or choose another output folder")
         out.mkdir(parents=True, exist_ok=True)
-        (out / TRAIN_CONFIG_NAME).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+        config_path.write_text(json.dumps(settings, indent=2) + "\n")
         log.path.write_text("")
-        return 0, []
+        return None, []
     if not state_path.exists():
         raise FileNotFoundError(f"nothing to resume in {out}: no {STATE_NAME} there; drop resume (--resume) to "
                                 "start a new run")
-    saved_config = config_from_dict(TrainConfig, json.loads((out / TRAIN_CONFIG_NAME).read_text()),
-                                    source=str(out / TRAIN_CONFIG_NAME))
-    changed = [f"{f.name}: saved {getattr(saved_config, f.name)!r}, now {getattr(config, f.name)!r}"
-               for f in dataclasses.fields(config) if f.name != "steps"
-               and getattr(saved_config, f.name) != getattr(config, f.name)]
+    saved_settings = json.loads(config_path.read_text())
+    changed = [f"{name}: saved {saved_settings.get(name)!r}, now {settings.get(name)!r}"
+               for name in [*settings, *(k for k in saved_settings if k not in settings)]
+               if name != "steps" and saved_settings.get(name) != settings.get(name)]
     if changed:
         raise ValueError(f"cannot resume {out} with different settings ({'; '.join(changed)}); only steps may "
                          "change on resume")
     state = load_training_state(state_path)
+    config_path.write_text(json.dumps(settings, indent=2) + "\n")
+    return state, log.truncate(state["step"])
+
+
+def _prepare_run_folder(out: Path, config: TrainConfig, resume: bool, model: nn.Module, ema: EMA,
+                        optimizer: torch.optim.Optimizer, scheduler: Any, data_gen: torch.Generator,
+                        noise_gen: torch.Generator, log: LossLog) -> tuple[int, list[dict[str, Any]]]:
+    """Start a fresh run in ``out`` or restore the saved one; returns (steps already done, log records kept)."""
+    state, records = open_run_folder(out, config_to_dict(config), resume, log)
+    if state is None:
+        return 0, records
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     data_gen.set_state(state["generators"]["data"])
     noise_gen.set_state(state["generators"]["noise"].to(noise_gen.get_state().device))
-    (out / TRAIN_CONFIG_NAME).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
-    return state["step"], log.truncate(state["step"])
+    return state["step"], records
 
 
 def _checkpoint(out: Path, step: int, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer, scheduler: Any,

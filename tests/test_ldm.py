@@ -1,0 +1,213 @@
+"""LatentDiffusion: parts that must fit, sampling with guidance, the training loss, save/load, the latent cache."""
+
+import dataclasses
+import json
+import os
+
+import pytest
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from tinyldm import latent_cache
+from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
+from tinyldm.diffusion import diffusion_loss
+from tinyldm.ldm import LatentDiffusion, check_parts
+from tinyldm.ldm_jobs import CaptionDenoiser
+from tinyldm.sampling import ddim_sample
+from tinyldm.schedule import NoiseSchedule
+from tinyldm.text import TEXT_ENCODER_VAR, PretrainedTextEncoder, TextEncoderConfig, TinyTextEncoder
+from tinyldm.train import seeded
+from tinyldm.unet import UNet, UNetConfig
+
+PROMPT = "a large red circle at the top left"
+SCHEDULE = NoiseSchedule.scaled_linear(50)
+
+
+def _unet(context_dim=32, **changes):
+    config = dataclasses.replace(UNetConfig.tiny(context_dim), in_channels=4, out_channels=4, base_channels=8,
+                                 num_heads=2, **changes)
+    with seeded(1):
+        unet = UNet(config)
+        # The zero-initialised output layers (of the UNet and of each cross-attention) would hide the context.
+        for p in unet.parameters():
+            if p.ndim > 1 and not p.any():
+                torch.nn.init.normal_(p, std=0.05)
+    return unet
+
+
+def _autoencoder():
+    with seeded(0):
+        return AutoencoderKL(AutoencoderConfig.tiny())
+
+
+def _text_encoder():
+    with seeded(2):
+        return TinyTextEncoder(TextEncoderConfig.tiny())
+
+
+def _ldm(conditional=True):
+    text = _text_encoder() if conditional else None
+    return LatentDiffusion(_autoencoder(), _unet(32 if conditional else None), SCHEDULE, text, 32)
+
+
+def _sample(ldm, prompts, **kw):
+    kw = {"steps": 4, "guidance_scale": 3.0, "progress": False, **kw}
+    return ldm.sample(prompts, generator=torch.Generator().manual_seed(0), **kw)
+
+
+def test_a_saved_pipeline_loads_and_samples_the_same_images(tmp_path):
+    ldm = _ldm()
+    images = _sample(ldm, [PROMPT, "a small blue square on the left"], num_images_per_prompt=2)
+    assert images.shape == (4, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+    ldm.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "config.json").read_text())
+    assert index["_class_name"] == "LatentDiffusion" and index["latent_shape"] == [4, 8, 8]
+    assert index["text_encoder"] == {"class": "TinyTextEncoder", "path": "text_encoder"}
+    for part in ("autoencoder", "unet", "text_encoder"):
+        assert (tmp_path / part / "model.safetensors").is_file()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tmp_path / "text_encoder" / "tokenizer")
+    assert tokenizer(PROMPT)["input_ids"] == ldm.text_encoder.tokenizer(PROMPT)["input_ids"]
+    loaded = LatentDiffusion.from_pretrained(tmp_path)
+    assert torch.equal(loaded.autoencoder.scale_factor, ldm.autoencoder.scale_factor)
+    assert torch.equal(_sample(loaded, [PROMPT, "a small blue square on the left"], num_images_per_prompt=2), images)
+
+
+def test_unconditional_latent_diffusion_round_trips(tmp_path):
+    ldm = _ldm(conditional=False)
+    images = _sample(ldm, None, num_images_per_prompt=3, sampler="ddpm")
+    assert images.shape == (3, 3, 32, 32)
+    ldm.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["text_encoder"] is None
+    assert not (tmp_path / "text_encoder").exists()
+    loaded = LatentDiffusion.from_pretrained(tmp_path)
+    assert loaded.text_encoder is None
+    assert torch.equal(_sample(loaded, None, num_images_per_prompt=3, sampler="ddpm"), images)
+    with pytest.raises(ValueError, match="unconditional"):
+        _sample(ldm, [PROMPT])
+
+
+def test_guidance_scale_one_is_the_conditional_model_and_zero_the_unconditional():
+    ldm = _ldm()
+    context, mask = ldm.text_encoder.encode([PROMPT, PROMPT])
+    null, null_mask = ldm.text_encoder.encode(["", ""], allow_empty=True)
+    for scale, (c, m) in ((1.0, (context, mask)), (0.0, (null, null_mask))):
+        z0 = ddim_sample(ldm.unet, (2, 4, 8, 8), SCHEDULE, steps=4, generator=torch.Generator().manual_seed(0),
+                         conditioning={"context": c, "context_mask": m}, progress=False)
+        expected = ldm.autoencoder.decode(z0 / ldm.autoencoder.scale_factor).clamp(-1, 1)
+        torch.testing.assert_close(_sample(ldm, [PROMPT], num_images_per_prompt=2, guidance_scale=scale), expected)
+    assert not torch.allclose(_sample(ldm, [PROMPT], guidance_scale=3.0), _sample(ldm, [PROMPT], guidance_scale=1.0))
+
+
+@pytest.mark.parametrize("prompts, message", [
+    ([""], "prompt 0 is empty"),
+    (["a large red dragon"], "never saw"),
+    (None, "text-conditioned: pass prompts"),
+    (PROMPT, "must be a list of str"),
+])
+def test_bad_prompts_are_refused_with_the_reason(prompts, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        _sample(_ldm(), prompts)
+
+
+def test_bad_sampler_settings_are_refused():
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        _sample(_ldm(), [PROMPT], sampler="euler")
+    with pytest.raises(ValueError, match="num_images_per_prompt must be a positive int"):
+        _sample(_ldm(), [PROMPT], num_images_per_prompt=0)
+
+
+@pytest.mark.parametrize("unet, text, size, message", [
+    (dict(in_channels=3), True, 32, "in_channels=3 but the autoencoder's latents have 4 channels"),
+    (dict(context_dim=16), True, 32, "context_dim is 16 but the text encoder's tokens are 32 wide"),
+    (dict(context_dim=None), True, 32, "the UNet has no cross-attention"),
+    (dict(), False, 32, "there is no text encoder"),
+    (dict(), True, 30, "image size 30 is not a multiple of 4: the autoencoder downsamples 2 times; use 32"),
+    (dict(), True, 24, "the latents are 6x6 .* not a multiple of 4"),
+])
+def test_parts_that_do_not_fit_are_named(unet, text, size, message):
+    changes = {"in_channels": 4, "out_channels": 4, "context_dim": 32, **unet}
+    model = UNet(dataclasses.replace(UNetConfig.tiny(), base_channels=8, num_heads=2, **changes))
+    with pytest.raises(ValueError, match=message):
+        check_parts(_autoencoder(), model, _text_encoder() if text else None, size)
+
+
+def test_a_saved_folder_whose_parts_do_not_fit_is_refused(tmp_path):
+    _ldm().save_pretrained(tmp_path)
+    _unet(context_dim=16).save_pretrained(tmp_path / "unet")  # another model's UNet
+    with pytest.raises(ValueError, match="do not fit together: the UNet's context_dim is 16"):
+        LatentDiffusion.from_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no latent diffusion folder"):
+        LatentDiffusion.from_pretrained(tmp_path)
+
+
+def test_the_training_loss_trains_unet_and_text_encoder_and_drops_captions():
+    ldm = _ldm()
+    z0 = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    prompts = [PROMPT] * 4
+    loss = ldm.training_loss(z0, prompts, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert ldm.text_encoder.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0  # trained jointly
+    assert all(p.grad is None for p in ldm.autoencoder.parameters())  # frozen
+    dropped = ldm.training_loss(z0, prompts, p_uncond=1.0, generator=torch.Generator().manual_seed(0),
+                                caption_generator=torch.Generator().manual_seed(0))
+    context, mask = ldm.text_encoder.encode_null(4)
+    null = diffusion_loss(ldm.unet, z0, SCHEDULE, generator=torch.Generator().manual_seed(0),
+                          conditioning={"context": context, "context_mask": mask})
+    torch.testing.assert_close(dropped, null)
+    assert not torch.allclose(dropped, loss)
+    with pytest.raises(ValueError, match="got 3 prompts for 4 latents"):
+        ldm.training_loss(z0, prompts[:3])
+
+
+def test_the_caption_denoiser_drops_captions_only_in_training_and_checkpoints_its_generator():
+    unet, text = _unet(), _text_encoder()
+    captions = [PROMPT, "a small blue square on the left"]
+    denoiser = CaptionDenoiser(unet, text, captions, p_uncond=0.5, seed=0)
+    frozen = CaptionDenoiser(unet, _text_encoder().requires_grad_(False), captions, p_uncond=0.5, seed=0)
+    assert frozen.text_encoder is None and frozen.contexts.shape[0] == 3  # a table: two captions and the null one
+    zt, t = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.full((6,), 10)
+    cond = torch.tensor([0, 1, 0, 1, 0, 1])
+    denoiser.eval()
+    context, mask = text.encode([captions[i] for i in cond.tolist()])
+    torch.testing.assert_close(denoiser(zt, t, cond), unet(zt, t, context, mask))
+    torch.testing.assert_close(frozen.eval()(zt, t, cond), denoiser(zt, t, cond), atol=1e-5, rtol=1e-4)
+    denoiser.train()
+    state = denoiser.state_dict()
+    first = denoiser(zt, t, cond)
+    assert not torch.allclose(first, denoiser(zt, t, cond))  # fresh coin flips each call
+    denoiser.load_state_dict(state)  # restores the coin flips' generator
+    torch.testing.assert_close(denoiser(zt, t, cond), first)
+
+
+def test_the_latent_cache_reuses_its_file_and_keys_it_by_the_weights(tmp_path, monkeypatch):
+    ae = _autoencoder()
+    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ae.set_scale_factor(0.5)
+    latents = latent_cache.cached_latents(ae, images, tmp_path, {"images": "test"}, batch_size=2)
+    torch.testing.assert_close(latents, 0.5 * ae.encode(images).mode())
+    assert len(list(tmp_path.iterdir())) == 1
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded again instead of reading the cache")
+
+    monkeypatch.setattr(latent_cache, "encode_dataset", no_encoding)
+    assert torch.equal(latent_cache.cached_latents(ae, images, tmp_path, {"images": "test"}), latents)
+    monkeypatch.undo()
+    ae.set_scale_factor(0.25)  # other weights: another file
+    other = latent_cache.cached_latents(ae, images, tmp_path, {"images": "test"})
+    torch.testing.assert_close(other, latents / 2)
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.skipif(not os.environ.get(TEXT_ENCODER_VAR),
+                    reason=f"set {TEXT_ENCODER_VAR} to a local all-MiniLM-L6-v2 folder to test a pretrained encoder")
+def test_a_pretrained_text_encoder_is_saved_as_a_reference(tmp_path):
+    encoder = PretrainedTextEncoder(max_length=16)
+    ldm = LatentDiffusion(_autoencoder(), _unet(encoder.context_dim), SCHEDULE, encoder, 32)
+    images = _sample(ldm, [PROMPT])
+    ldm.save_pretrained(tmp_path)
+    text = json.loads((tmp_path / "config.json").read_text())["text_encoder"]
+    assert text["class"] == "PretrainedTextEncoder" and text["context_dim"] == 384 and text["max_length"] == 16
+    assert not (tmp_path / "text_encoder").exists()  # no copy of weights that never changed
+    assert torch.equal(_sample(LatentDiffusion.from_pretrained(tmp_path), [PROMPT]), images)

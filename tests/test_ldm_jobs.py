@@ -1,0 +1,105 @@
+"""The latent diffusion jobs: a tiny run trains, resumes exactly, exports a loadable pipeline and generates."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from tinyldm import latent_cache, ldm_jobs
+from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
+from tinyldm.ldm import LatentDiffusion
+from tinyldm.ldm_jobs import LDM_PRESETS, generate_ldm, load_ldm, train_ldm
+from tinyldm.train import seeded
+
+CPU = torch.device("cpu")
+RUN = dict(steps=4, batch_size=4, num_images=32, progress=False)
+
+
+@pytest.fixture(scope="module")
+def autoencoder(tmp_path_factory):
+    """A fresh tiny autoencoder saved to a folder (training one is lesson 4's job, not this test's)."""
+    folder = tmp_path_factory.mktemp("autoencoder")
+    with seeded(0):
+        AutoencoderKL(AutoencoderConfig.tiny()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def tiny_preset(monkeypatch):
+    """The tiny preset with half the captions dropped (so resuming must restore the coin flips), a narrower UNet
+    and a sample grid every 2 steps (decoded through the autoencoder)."""
+    recipe = LDM_PRESETS["tiny"]
+    monkeypatch.setitem(LDM_PRESETS, "tiny", dataclasses.replace(
+        recipe, p_uncond=0.5, unet=dataclasses.replace(recipe.unet, base_channels=8, num_heads=2),
+        train=dataclasses.replace(recipe.train, checkpoint_every=2, sample_every=2, sample_steps=2, num_samples=4)))
+
+
+def test_a_run_stopped_and_resumed_equals_an_uninterrupted_one(autoencoder, tmp_path):
+    whole = train_ldm("tiny", tmp_path / "whole", CPU, autoencoder, cache_dir=tmp_path / "cache", **RUN)
+    train_ldm("tiny", tmp_path / "split", CPU, autoencoder, cache_dir=tmp_path / "cache", until=3, **RUN)
+    resumed = train_ldm("tiny", tmp_path / "split", CPU, autoencoder, cache_dir=tmp_path / "cache", resume=True,
+                        **RUN)
+    assert resumed.steps_run == 1 and resumed.losses == whole.losses  # bit for bit, caption dropout included
+    a = LatentDiffusion.from_pretrained(tmp_path / "whole")
+    b = LatentDiffusion.from_pretrained(tmp_path / "split")
+    for part in ("unet", "text_encoder"):
+        for x, y in zip(getattr(a, part).state_dict().values(), getattr(b, part).state_dict().values()):
+            assert torch.equal(x, y), part
+    assert len(json.loads((tmp_path / "split" / "run.json").read_text())["runs"]) == 2
+    assert (tmp_path / "whole" / "samples" / "step_000004.png").is_file()
+
+
+def test_the_run_folder_is_a_pipeline_that_generates(autoencoder, tmp_path):
+    train_ldm("tiny", tmp_path / "run", CPU, autoencoder, cache_dir=None, **RUN)
+    ldm = load_ldm(tmp_path / "run")
+    assert ldm.text_encoder is not None and ldm.latent_shape == (4, 8, 8)
+    images, frames, labels = generate_ldm(ldm, "a small blue square on the left", num_images=2, steps=4, frames=2,
+                                          progress=False)
+    assert images.shape == (2, 3, 32, 32) and frames.shape == (3, 2, 3, 32, 32)
+    assert labels == [999, 499, -1] and torch.equal(frames[-1], images)
+    with pytest.raises(ValueError, match="never saw"):
+        generate_ldm(ldm, "a small blue dragon", num_images=1, steps=2, progress=False)
+
+
+def test_unconditional_latent_diffusion_trains_without_a_text_encoder(autoencoder, tmp_path):
+    train_ldm("tiny", tmp_path / "run", CPU, autoencoder, unconditional=True, cache_dir=None, **RUN)
+    ldm = load_ldm(tmp_path / "run")
+    assert ldm.text_encoder is None and ldm.unet.config.context_dim is None
+    images, _, _ = generate_ldm(ldm, None, num_images=3, steps=2, progress=False)
+    assert images.shape == (3, 3, 32, 32)
+
+
+def test_a_resume_with_other_settings_and_an_overwrite_are_refused(autoencoder, tmp_path):
+    out = tmp_path / "run"
+    train_ldm("tiny", out, CPU, autoencoder, cache_dir=None, until=2, **RUN)
+    with pytest.raises(ValueError, match="unconditional: saved False, now True"):
+        train_ldm("tiny", out, CPU, autoencoder, unconditional=True, resume=True, cache_dir=None, **RUN)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train_ldm("tiny", out, CPU, autoencoder, cache_dir=None, **RUN)
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        train_ldm("huge", out, CPU, autoencoder)
+
+
+def test_a_second_run_reads_the_latent_cache(autoencoder, tmp_path, monkeypatch):
+    train_ldm("tiny", tmp_path / "a", CPU, autoencoder, cache_dir=tmp_path / "cache", **{**RUN, "steps": 1})
+    assert len(list((tmp_path / "cache").glob("latents-*.safetensors"))) == 1
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the dataset was encoded again")
+
+    monkeypatch.setattr(latent_cache, "encode_dataset", no_encoding)
+    train_ldm("tiny", tmp_path / "b", CPU, autoencoder, cache_dir=tmp_path / "cache", **{**RUN, "steps": 1})
+    assert ldm_jobs.SETTINGS_NAME in {p.name for p in (tmp_path / "b").iterdir()}
+
+
+def test_train_diffusion_wants_one_conditioning_row_per_item():
+    from tinyldm.schedule import NoiseSchedule
+    from tinyldm.train import TrainConfig, train_diffusion
+    from tinyldm.unet import UNet, UNetConfig
+
+    model = UNet(UNetConfig(in_channels=4, out_channels=4, base_channels=8, channel_mults=(1,), attention_levels=(),
+                            groups=4))
+    with pytest.raises(ValueError, match="conditioning has 3 rows but data has 4 items"):
+        train_diffusion(model, torch.zeros(4, 4, 8, 8), NoiseSchedule.cosine(10), TrainConfig(steps=1),
+                        conditioning=torch.zeros(3, dtype=torch.long), progress=False)

@@ -1,0 +1,188 @@
+"""The autoencoder jobs behind the ``tinyldm`` command: train one with a preset, reconstruct and score images.
+
+Like ``tinyldm.jobs`` for the pixel model, each job is a plain function with explicit arguments that the command,
+the notebook and the tests call alike. The presets: ``tiny`` for a quick look (f = 4, a minute or two on a CPU),
+``small`` for the shipped 32x32 checkpoint (f = 4: 32x32x3 -> 8x8x4, about 20 minutes on one CPU core), ``full``
+for 64x64 images on a GPU (f = 8, the factor of Stable Diffusion's autoencoder: 64x64x3 -> 8x8x4).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+from torchvision.utils import make_grid
+
+from .autoencoder import AutoencoderConfig, AutoencoderKL
+from .autoencoder_training import AutoencoderTrainConfig, AutoencoderTrainResult, train_autoencoder
+from .evaluate import Judge, evaluate_reconstructions
+from .jobs import shapes_tensor
+from .losses import AutoencoderLoss, AutoencoderLossConfig
+from .train import seeded
+
+__all__ = ["AutoencoderPreset", "AUTOENCODER_PRESETS", "train_autoencoder_preset", "load_autoencoder",
+           "reconstruct", "evaluate_autoencoder", "plot_reconstructions", "ERROR_SCALE"]
+
+ERROR_SCALE = 0.25  # mean absolute error (on the [0, 1] scale) drawn brightest in the error maps
+
+
+@dataclass
+class AutoencoderPreset:
+    """A recipe for ``train_autoencoder_preset``: the network, its loss, the loop's settings and the data."""
+
+    autoencoder: AutoencoderConfig  # the network
+    loss: AutoencoderLossConfig  # the loss terms and the discriminator
+    train: AutoencoderTrainConfig  # the loop's settings
+    image_size: int  # side of the Shapes images, in pixels
+    num_images: int  # distinct training images (Shapes train split, seed 0)
+
+
+AUTOENCODER_PRESETS = {
+    "tiny": AutoencoderPreset(AutoencoderConfig.tiny(), AutoencoderLossConfig.tiny(), AutoencoderTrainConfig.tiny(),
+                              32, 2048),
+    # The shipped model: cosine decay to the end, the GAN switched on for the last 40% (it is meant to sharpen what
+    # L1 and LPIPS have already placed; an early discriminator only slows the reconstruction down). The
+    # discriminator learns 5x slower than the autoencoder: at 1e-3 it collapsed to a constant output at once. (At
+    # 2e-4 it still did after a few hundred steps in the shipped run; see its model card.)
+    "small": AutoencoderPreset(
+        AutoencoderConfig.small(),
+        AutoencoderLossConfig(disc_start=2400, disc_channels=32, disc_layers=2, disc_groups=8),
+        AutoencoderTrainConfig(steps=4000, batch_size=32, lr=1e-3, disc_lr=2e-4, warmup_steps=100,
+                               checkpoint_every=250, sample_every=500),
+        32, 10_000),
+    "full": AutoencoderPreset(
+        AutoencoderConfig.full(),
+        AutoencoderLossConfig(disc_start=20_000),
+        AutoencoderTrainConfig(steps=100_000, batch_size=32, lr=2e-4, disc_lr=2e-4, warmup_steps=1000,
+                               ema_decay=0.999, checkpoint_every=2000, sample_every=5000),
+        64, 50_000),
+}
+
+
+def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device, steps: int | None = None,
+                             batch_size: int | None = None, num_images: int | None = None,
+                             factor: int | None = None, resume: bool = False, progress: bool = True,
+                             lpips: nn.Module | None = None) -> AutoencoderTrainResult:
+    """Train a KL autoencoder on Shapes with a preset, writing the run into ``out``.
+
+    ``out`` ends up holding the exported model (config.json, model.safetensors with the latent scale factor), the
+    resumable ``train_state.pt``, the loss log and plot, reconstruction grids and ``run.json`` (settings, timing).
+
+    Args:
+        preset: "tiny", "small" or "full" (see ``AUTOENCODER_PRESETS``).
+        out: the run folder.
+        device: where to train.
+        steps, batch_size, num_images: override the preset's values.
+        factor: the down-sampling factor f (2, 4 or 8) instead of the preset's (``AutoencoderConfig.with_factor``).
+        resume: continue the run saved in ``out``.
+        progress: show the progress bar.
+        lpips: an already-built ``tinyldm.perceptual.LPIPS`` to use; built here when None and the preset needs it.
+    """
+    if preset not in AUTOENCODER_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; use one of {sorted(AUTOENCODER_PRESETS)}")
+    recipe = AUTOENCODER_PRESETS[preset]
+    config = replace(recipe.train, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size))
+                                      if v is not None})
+    model_config = recipe.autoencoder if factor is None else recipe.autoencoder.with_factor(factor)
+    n = num_images or recipe.num_images
+    # seeded: the layers' default initialisation draws from the global RNG, which a job leaves alone.
+    with seeded(config.seed):
+        model = AutoencoderKL(model_config).to(device)
+        loss = AutoencoderLoss(recipe.loss, lpips=lpips, generator=torch.Generator().manual_seed(config.seed))
+    loss = loss.to(device)
+    data = shapes_tensor(n, recipe.image_size)  # (n, 3, size, size) kept on the CPU; batches move
+    out = Path(out)
+    start = time.time()
+    result = train_autoencoder(model, loss, data, config, out=out, resume=resume, progress=progress)
+    runs = json.loads((out / "run.json").read_text())["runs"] if resume and (out / "run.json").exists() else []
+    last = result.records[-100:]
+    runs.append({"preset": preset, "factor": model_config.downsampling_factor, "device": str(device),
+                 "threads": torch.get_num_threads(), "num_images": n, "steps_run": result.steps_run,
+                 "until_step": config.steps, "wall_seconds": round(time.time() - start, 1),
+                 "train_seconds": round(result.train_seconds, 1),
+                 "images_per_second": round(result.images_per_second, 1), "scale_factor": result.scale_factor,
+                 "final_loss_mean_100": sum(r["loss"] for r in last) / len(last)})
+    (out / "run.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    return result
+
+
+def load_autoencoder(directory: str | Path, device: torch.device | None = None) -> AutoencoderKL:
+    """Load an autoencoder folder (``save_pretrained``'s) onto ``device`` (CPU by default), in eval mode."""
+    return AutoencoderKL.from_pretrained(directory).to(device or torch.device("cpu"))
+
+
+@torch.no_grad()
+def reconstruct(model: AutoencoderKL, images: Tensor, batch_size: int = 256, sample: bool = False,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Encode and decode ``images`` in batches: decode(mean of q(z|x)), or of a sample with ``sample=True``.
+
+    Args:
+        model: the autoencoder.
+        images: (N, C, H, W) in [-1, 1], on any device.
+        batch_size: images per call.
+        sample: decode a posterior sample instead of the mean.
+        generator: source of those samples (on the model's device).
+    Returns:
+        (N, C, H, W) reconstructions on the CPU, clamped to [-1, 1] as a saved picture would be.
+    """
+    device = next(model.parameters()).device
+    parts = [model(images[i:i + batch_size].to(device), sample_posterior=sample, generator=generator)[0]
+             for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(parts).float().clamp(-1, 1).cpu()
+
+
+def evaluate_autoencoder(model: AutoencoderKL, num_images: int = 512, image_size: int = 32, seed: int = 1,
+                         judge: Judge | None = None, lpips: nn.Module | None = None
+                         ) -> tuple[dict[str, float], Tensor, Tensor]:
+    """Reconstruct ``num_images`` fresh Shapes test-split images and score the reconstructions.
+
+    The training set is the train split (seed 0); the test split draws from other generator streams, so none of
+    these images was seen in training.
+
+    Returns:
+        (the metrics of ``tinyldm.evaluate.evaluate_reconstructions`` plus the settings, the originals
+        (N, 3, S, S), the reconstructions (N, 3, S, S)).
+    """
+    originals = shapes_tensor(num_images, image_size, seed=seed, split="test")
+    reconstructions = reconstruct(model, originals)
+    metrics = evaluate_reconstructions(originals, reconstructions, judge=judge, lpips=lpips)
+    settings = {"seed": seed, "split": "test", "image_size": image_size,
+                "downsampling_factor": model.downsampling_factor, "scale_factor": model.scale_factor.item()}
+    return {**settings, **metrics}, originals, reconstructions
+
+
+def plot_reconstructions(originals: Tensor, reconstructions: Tensor, max_images: int = 12,
+                         error_scale: float = ERROR_SCALE) -> Figure:
+    """Originals, reconstructions and per-pixel error maps |x - x_rec| (mean over channels, [0, 1] scale), in
+    three rows of one figure with a colour bar for the errors.
+
+    Args:
+        originals, reconstructions: (N, 3, H, W) in [-1, 1]; the first ``max_images`` are drawn.
+        error_scale: the error drawn brightest (larger errors saturate).
+    """
+    if originals.shape != reconstructions.shape or originals.ndim != 4:
+        raise ValueError(f"originals and reconstructions must be (N, C, H, W) of one shape, got "
+                         f"{tuple(originals.shape)} and {tuple(reconstructions.shape)}")
+    x, y = originals[:max_images].float().cpu(), reconstructions[:max_images].float().cpu()
+    n = x.shape[0]
+    error = ((x - y).abs() / 2).mean(1, keepdim=True)  # (n, 1, H, W) on the [0, 1] scale
+
+    def strip(images: Tensor, pad: float) -> Tensor:
+        return make_grid(images, nrow=n, padding=2, pad_value=pad).permute(1, 2, 0).numpy()  # (H', W', 3)
+
+    fig, axes = plt.subplots(3, 1, figsize=(0.75 * n + 1.6, 3.4), layout="constrained")
+    axes[0].imshow(strip((x.clamp(-1, 1) + 1) / 2, 1.0))
+    axes[1].imshow(strip((y.clamp(-1, 1) + 1) / 2, 1.0))
+    maps = axes[2].imshow(strip(error, float("nan"))[..., 0], cmap="magma", vmin=0, vmax=error_scale)
+    for ax, label in zip(axes, ("original", "reconstruction", "|error|")):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, fontsize=8)
+    fig.colorbar(maps, ax=axes[2], fraction=0.03, pad=0.01)
+    return fig
