@@ -17,7 +17,6 @@ Timings on a shared machine vary with its load; run it on an idle one for number
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -30,6 +29,8 @@ from tinyldm.evaluate import Judge
 from tinyldm.jobs import shapes_tensor
 from tinyldm.perceptual import LPIPS
 from tinyldm.pretrained import checkpoint_dir
+
+from report import report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
 
 
 def _sync(device: torch.device) -> None:
@@ -94,11 +95,7 @@ def main() -> None:
         "encode_images_per_s": encode_rate, "decode_images_per_s": decode_rate,
         "timing_batch_size": args.batch_size, "evaluation_seconds": evaluation_seconds,
     }
-    width = max(map(len, figures))
-    for key, value in figures.items():
-        print(f"{key:>{width}}  {value:.4g}" if isinstance(value, float) else f"{key:>{width}}  {value}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

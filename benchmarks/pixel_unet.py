@@ -18,7 +18,6 @@ Timings on a shared machine vary with its load; run it on an idle one for number
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -33,6 +32,8 @@ from tinyldm.sampling import ddim_sample
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.train import TrainConfig, seeded, train_diffusion
 from tinyldm.unet import UNet
+
+from report import report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
 
 
 def _sync(device: torch.device) -> None:
@@ -131,11 +132,7 @@ def main() -> None:
         "ddim50_seconds_per_image": ddim_per_image, "ddpm_seconds_per_image": ddpm_per_image,
         "warmup_step_seconds": first,
     }
-    width = max(map(len, figures))
-    for key, value in figures.items():
-        print(f"{key:>{width}}  {value:.4g}" if isinstance(value, float) else f"{key:>{width}}  {value}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

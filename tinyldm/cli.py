@@ -112,44 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model (see tinyldm train pixel --help)")
     models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
-    pixel = models.add_parser("pixel", help="a pixel-space diffusion UNet on Shapes (lesson 3)")
-    pixel.add_argument("--config", choices=("tiny", "small", "full"), default="small",
-                       help="preset: tiny (minutes), small (the shipped 32x32 model), full (64x64, a GPU)")
-    pixel.add_argument("--out", type=Path, required=True, help="run folder: model, checkpoints, loss log, samples")
-    pixel.add_argument("--steps", type=_positive_int, default=None, help="optimiser steps (default: the preset's)")
-    pixel.add_argument("--batch-size", type=_positive_int, default=None, help="images per step")
-    pixel.add_argument("--num-images", type=_positive_int, default=None, help="distinct Shapes training images")
-    pixel.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    device_options(pixel)
+    def run_options(sub: argparse.ArgumentParser, holds: str, batch: str = "images") -> None:
+        """The options every preset-based training command shares."""
+        sub.add_argument("--config", choices=("tiny", "small", "full"), default="small",
+                         help="preset: tiny (minutes), small (the shipped 32x32 model), full (64x64, a GPU)")
+        sub.add_argument("--out", type=Path, required=True, help=f"run folder: {holds}")
+        sub.add_argument("--steps", type=_positive_int, default=None, help="optimiser steps (default: the preset's)")
+        sub.add_argument("--batch-size", type=_positive_int, default=None, help=f"{batch} per step")
+        sub.add_argument("--num-images", type=_positive_int, default=None, help="distinct Shapes training images")
+        sub.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+        device_options(sub)
+
+    run_options(models.add_parser("pixel", help="a pixel-space diffusion UNet on Shapes (lesson 3)"),
+                "model, checkpoints, loss log, samples")
     autoencoder = models.add_parser("autoencoder", help="a KL autoencoder for latent diffusion (lesson 4)")
-    autoencoder.add_argument("--config", choices=("tiny", "small", "full"), default="small",
-                             help="preset: tiny (minutes), small (the shipped 32x32 model), full (64x64, a GPU)")
-    autoencoder.add_argument("--out", type=Path, required=True,
-                             help="run folder: model, checkpoints, loss log, reconstructions")
-    autoencoder.add_argument("--steps", type=_positive_int, default=None,
-                             help="optimiser steps (default: the preset's)")
-    autoencoder.add_argument("--batch-size", type=_positive_int, default=None, help="images per step")
-    autoencoder.add_argument("--num-images", type=_positive_int, default=None,
-                             help="distinct Shapes training images")
+    run_options(autoencoder, "model, checkpoints, loss log, reconstructions")
     autoencoder.add_argument("--factor", type=int, choices=(2, 4, 8), default=None,
                              help="down-sampling factor f: latents are (H/f, W/f) (default: the preset's, 4 or 8)")
-    autoencoder.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    device_options(autoencoder)
     ldm = models.add_parser("ldm", help="a text-to-image latent diffusion model on Shapes (lessons 5-6)")
-    ldm.add_argument("--config", choices=("tiny", "small", "full"), default="small",
-                     help="preset: tiny (minutes), small (the shipped 32x32 model), full (64x64, a GPU)")
-    ldm.add_argument("--out", type=Path, required=True,
-                     help="run folder: the pipeline (autoencoder/, unet/, text_encoder/), checkpoints, loss log")
+    run_options(ldm, "the pipeline (autoencoder/, unet/, text_encoder/), checkpoints, loss log", batch="latents")
     ldm.add_argument("--autoencoder", type=Path, default=None,
                      help="folder of the frozen autoencoder (default: the preset's, data/checkpoints/"
                           "autoencoder-shapes for tiny and small)")
     ldm.add_argument("--unconditional", action="store_true",
                      help="no text encoder and no cross-attention: unconditional latent diffusion (lesson 5)")
-    ldm.add_argument("--steps", type=_positive_int, default=None, help="optimiser steps (default: the preset's)")
-    ldm.add_argument("--batch-size", type=_positive_int, default=None, help="latents per step")
-    ldm.add_argument("--num-images", type=_positive_int, default=None, help="distinct Shapes training images")
-    ldm.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    device_options(ldm)
     judge = models.add_parser("judge", help="the Shapes judge classifier that tinyldm evaluate uses")
     judge.add_argument("--out", type=Path, required=True, help="folder for the judge")
     judge.add_argument("--steps", type=_positive_int, default=1000, help="optimiser steps (default 1000)")
