@@ -8,8 +8,8 @@ import torch
 
 from tinyldm.data import Shapes
 from tinyldm.evaluate import (ATTRIBUTES, NEGATIVE_KINDS, Judge, JudgeConfig, attribute_frequencies,
-                              evaluate_reconstructions, evaluate_samples, frechet_distance, judge_accuracy,
-                              judge_images, psnr, spoil, total_variation)
+                              caption_accuracy, evaluate_reconstructions, evaluate_samples, frechet_distance,
+                              judge_accuracy, judge_images, psnr, spoil, total_variation)
 from tinyldm.pretrained import checkpoint_dir
 
 
@@ -167,3 +167,16 @@ def test_the_shipped_autoencoder_reconstructs_fresh_images_faithfully(judge):
     metrics = evaluate_reconstructions(images, reconstruct(model, images), judge=judge)
     assert metrics["psnr"] >= 30 and metrics["agree_all"] >= 0.99, metrics  # the lesson-4 targets
     assert model.downsampling_factor == 4 and 0.3 < model.scale_factor.item() < 3
+
+
+def test_caption_accuracy_reads_captions_as_the_truth(judge):
+    data = Shapes(64, seed=11, split="test")
+    images = torch.stack([data[i]["image"] for i in range(64)])
+    captions = [data[i]["caption"] for i in range(64)]
+    right = caption_accuracy(judge, images, captions)
+    assert right["all"] > 0.95 and right["valid"] > 0.95
+    # The same images under the captions of the next image: colours, shapes, positions now mostly wrong.
+    wrong = caption_accuracy(judge, images, captions[1:] + captions[:1])
+    assert wrong["all"] < 0.2 and wrong["valid"] == right["valid"]
+    with pytest.raises(ValueError, match="one caption per image, got 63 captions for 64 images"):
+        caption_accuracy(judge, images, captions[1:])

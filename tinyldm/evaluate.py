@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .data import HELD_OUT
+from .data import HELD_OUT, parse_caption
 from .judge import ATTRIBUTES, NEGATIVE_KINDS, Judge, JudgeConfig, attribute_targets, spoil, train_judge
 
 __all__ = ["Judge", "JudgeConfig", "train_judge", "ATTRIBUTES", "NEGATIVE_KINDS", "spoil", "Judgement",
-           "judge_images", "judge_accuracy", "frechet_distance", "attribute_frequencies", "total_variation",
-           "evaluate_samples", "psnr", "evaluate_reconstructions", "VALID_THRESHOLD", "CONFIDENCE_THRESHOLD"]
+           "judge_images", "judge_accuracy", "caption_accuracy", "frechet_distance", "attribute_frequencies",
+           "total_variation", "evaluate_samples", "psnr", "evaluate_reconstructions", "VALID_THRESHOLD",
+           "CONFIDENCE_THRESHOLD"]
 
 VALID_THRESHOLD = 0.5  # p(valid) needed to count an image as valid
 CONFIDENCE_THRESHOLD = 0.5  # top probability every attribute head needs
@@ -84,6 +85,26 @@ def judge_accuracy(judge: Judge, images: Tensor, attributes: list[dict[str, str]
     result["all"] = torch.stack(list(correct.values())).all(0).float().mean().item()
     result["valid"] = verdict.valid.float().mean().item()
     return result
+
+
+def caption_accuracy(judge: Judge, images: Tensor, captions: list[str]) -> dict[str, float]:
+    """How often generated images show what their captions ask for, read by the judge.
+
+    The judge reads colour, shape, size and position off each image; they are compared with the attributes the
+    caption names (``tinyldm.data.parse_caption``). The same computation as ``judge_accuracy``, with the captions
+    as the truth: on real images it measures the judge, on generated ones the generator (given a judge that is
+    right on real images).
+
+    Args:
+        images: (B, 3, H, W) generated images in [-1, 1].
+        captions: the B Shapes captions they were generated from.
+    Returns:
+        {"color", "shape", "size", "position": fraction right; "all": all four right; "valid": judged valid}.
+    """
+    if len(captions) != images.shape[0]:
+        raise ValueError(f"caption_accuracy needs one caption per image, got {len(captions)} captions for "
+                         f"{images.shape[0]} images")
+    return judge_accuracy(judge, images, [parse_caption(c) for c in captions])
 
 
 def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
