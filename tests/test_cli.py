@@ -1,5 +1,7 @@
 """The `tinyldm` command writes what it says, and refuses bad arguments with a clear message."""
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
@@ -19,10 +21,15 @@ def test_forward_writes_strip_gif_and_schedules(tmp_path, capsys):
         assert gif.size == (4 * (2 * 34 + 2), 4 * (1 * 34 + 2))  # two 32px images, 2px padding, scale 4
 
 
-def test_demo_has_a_default_out_folder(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert main(["demo", "--num-images", "1", "--num-steps", "20", "--frames", "3"]) == 0
-    assert (tmp_path / "outputs" / "demo" / "forward_chain.gif").is_file()
+def test_demo_draws_every_prompt_with_the_shipped_pipeline(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default out folder is relative: outputs/demo
+    assert main(["demo", "--num-images", "2", "--steps", "5"]) == 0
+    out = tmp_path / "outputs" / "demo"
+    printed = capsys.readouterr().out
+    for name in ("prompt_1.png", "prompt_4.png", "demo.png", "reverse_process.gif"):
+        assert (out / name).is_file() and str(Path("outputs/demo") / name) in printed
+    with Image.open(out / "prompt_1.png") as grid:
+        assert grid.size == (4 * (2 * 34 + 2), 4 * (1 * 34 + 2))  # two 32px images in a row, 2px padding, scale 4
 
 
 def test_same_seed_same_pictures(tmp_path):

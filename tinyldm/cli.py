@@ -102,8 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     forward_options(commands.add_parser(
         "forward", help="render the forward noising chain of a few Shapes images (strip, GIF, schedules)"), None)
-    forward_options(commands.add_parser(
-        "demo", help="the course's showcase job; until text-to-image exists, the forward chain"), "outputs/demo")
 
     def device_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--device", default=None, help="cpu, cuda, mps ... (default: cuda > mps > cpu)")
@@ -112,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model (see tinyldm train pixel --help)")
     models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
+
     def run_options(sub: argparse.ArgumentParser, holds: str, batch: str = "images") -> None:
         """The options every preset-based training command shares."""
         sub.add_argument("--config", choices=("tiny", "small", "full"), default="small",
@@ -148,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="ddpm: ancestral (stochastic, the default); ddim: deterministic (eta = 0)")
         sub.add_argument("--steps", type=_positive_int, default=100,
                          help="network calls per image (default 100); ddpm with --steps 1000 is the full chain")
+
+    demo = commands.add_parser("demo", help="the course's showcase: text to image for four captions, two of them "
+                                            "never seen in training")
+    demo.add_argument("--out", type=Path, default=Path("outputs/demo"), help="folder for the pictures "
+                      "(default outputs/demo)")
+    demo.add_argument("--checkpoint", type=Path, default=None,
+                      help="pipeline folder (default: the shipped data/checkpoints/ldm-shapes)")
+    demo.add_argument("--num-images", type=_positive_int, default=4, help="images per caption (default 4)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    demo.add_argument("--steps", type=_positive_int, default=50, help="deterministic DDIM steps (default 50)")
+    device_options(demo)
 
     sample = commands.add_parser("sample", help="draw images from a trained pixel model: PNGs, a grid, a GIF")
     sample.add_argument("--checkpoint", type=Path, default=None,
@@ -294,6 +304,16 @@ def _run_train_ldm(args: argparse.Namespace) -> dict[str, Path]:
             "loss log": args.out / "loss.jsonl", "loss plot": args.out / "loss.png"}
 
 
+def _run_demo(args: argparse.Namespace) -> dict[str, Path]:
+    from tinyldm.demo import render_demo
+    from tinyldm.ldm_jobs import load_ldm
+    from tinyldm.pretrained import checkpoint_dir
+
+    device = _choose_device(args)
+    ldm = load_ldm(args.checkpoint or checkpoint_dir("ldm-shapes"), device)
+    return render_demo(ldm, args.out, args.num_images, args.seed, steps=args.steps)
+
+
 def _run_generate(args: argparse.Namespace) -> dict[str, Path]:
     from tinyldm import viz
     from tinyldm.ldm_jobs import generate_ldm, load_ldm
@@ -363,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             written = _run_train_ldm(args)
         elif args.command == "train":
             written = _run_train(args)
+        elif args.command == "demo":
+            written = _run_demo(args)
         elif args.command == "generate":
             written = _run_generate(args)
         elif args.command == "reconstruct":
