@@ -314,8 +314,18 @@ def _run_demo(args: argparse.Namespace) -> dict[str, Path]:
     return render_demo(ldm, args.out, args.num_images, args.seed, steps=args.steps)
 
 
-def _run_generate(args: argparse.Namespace) -> dict[str, Path]:
+def _write_samples(images: torch.Tensor, frames: torch.Tensor, out: Path) -> dict[str, Path]:
+    """One PNG per image, a square-ish grid and the reverse process as a GIF; returns what was written."""
     from tinyldm import viz
+
+    nrow = math.ceil(math.sqrt(images.shape[0]))
+    written = {f"image {k}": viz.save_grid(image[None], out / f"sample_{k:03d}.png") for k, image in enumerate(images)}
+    written["grid"] = viz.save_grid(images, out / "grid.png", nrow=nrow, scale=4)
+    written["animation"] = viz.save_gif(frames, out / "reverse_process.gif", fps=12, nrow=nrow, scale=3)
+    return written
+
+
+def _run_generate(args: argparse.Namespace) -> dict[str, Path]:
     from tinyldm.ldm_jobs import generate_ldm, load_ldm
     from tinyldm.pretrained import checkpoint_dir
 
@@ -327,16 +337,10 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Path]:
                          "'a large red circle at the top left'")
     images, frames, _ = generate_ldm(ldm, args.prompt, args.num_images, args.seed, args.guidance_scale,
                                      args.sampler, args.steps)
-    nrow = math.ceil(math.sqrt(args.num_images))
-    written = {f"image {k}": viz.save_grid(image[None], args.out / f"sample_{k:03d}.png")
-               for k, image in enumerate(images)}
-    written["grid"] = viz.save_grid(images, args.out / "grid.png", nrow=nrow, scale=4)
-    written["animation"] = viz.save_gif(frames, args.out / "reverse_process.gif", fps=12, nrow=nrow, scale=3)
-    return written
+    return _write_samples(images, frames, args.out)
 
 
 def _run_sample(args: argparse.Namespace) -> dict[str, Path]:
-    from tinyldm import viz
     from tinyldm.jobs import load_pixel_model, sample_pixel
     from tinyldm.pretrained import checkpoint_dir
 
@@ -345,12 +349,7 @@ def _run_sample(args: argparse.Namespace) -> dict[str, Path]:
     model, schedule, size = load_pixel_model(folder, device)
     images, frames, _ = sample_pixel(model, schedule, args.num_images, size, args.seed, args.sampler,
                                      args.steps)
-    nrow = math.ceil(math.sqrt(args.num_images))
-    written = {f"image {k}": viz.save_grid(image[None], args.out / f"sample_{k:03d}.png")
-               for k, image in enumerate(images)}
-    written["grid"] = viz.save_grid(images, args.out / "grid.png", nrow=nrow, scale=4)
-    written["animation"] = viz.save_gif(frames, args.out / "reverse_process.gif", fps=12, nrow=nrow, scale=3)
-    return written
+    return _write_samples(images, frames, args.out)
 
 
 def _run_evaluate(args: argparse.Namespace) -> dict[str, Path]:

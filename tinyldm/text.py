@@ -18,6 +18,7 @@ classifier-free guidance (see ``tinyldm.guidance``), which users do not type but
 
 from __future__ import annotations
 
+import abc
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -131,19 +132,20 @@ def check_prompts(prompts: Sequence[str], allow_empty: bool = False) -> list[str
     return prompts
 
 
-class _TextEncoder(nn.Module):
+class _TextEncoder(nn.Module, abc.ABC):
     """What both encoders share: checking prompts, tokenizing, and returning the context and its padding mask."""
 
     tokenizer: PreTrainedTokenizerFast
     max_length: int
 
     @property
+    @abc.abstractmethod
     def context_dim(self) -> int:
         """D, the width of each context token: the UNet's ``context_dim``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _hidden(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        raise NotImplementedError
+        """(B, L) token ids and mask -> (B, L, D) hidden states of the encoder's last layer."""
 
     def _check_words(self, prompts: list[str]) -> None:
         """Raise ValueError for words the tokenizer does not know; a subword tokenizer knows every word."""
