@@ -24,13 +24,12 @@ from pathlib import Path
 import torch
 
 from tinyldm.autoencoder_jobs import evaluate_autoencoder, load_autoencoder
-from tinyldm.device import default_device
 from tinyldm.evaluate import Judge
 from tinyldm.jobs import shapes_tensor
 from tinyldm.perceptual import LPIPS
 from tinyldm.pretrained import checkpoint_dir
 
-from report import report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
+from report import chosen_device, machine_options, report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
 
 
 def _sync(device: torch.device) -> None:
@@ -62,14 +61,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per encoder / decoder call when timing")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls; the best one counts")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    machine_options(parser)
     args = parser.parse_args()
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else default_device()
+    device = chosen_device(args)
     folder = args.checkpoint or checkpoint_dir("autoencoder-shapes")
     model = load_autoencoder(folder, device)
     judge = Judge.from_pretrained(args.judge or checkpoint_dir("judge-shapes")).to(device)

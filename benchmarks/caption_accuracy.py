@@ -17,13 +17,12 @@ from pathlib import Path
 import torch
 
 from tinyldm.data import HELD_OUT, parse_caption
-from tinyldm.device import default_device
 from tinyldm.evaluate import Judge, caption_accuracy
 from tinyldm.ldm_jobs import load_ldm
 from tinyldm.pretrained import checkpoint_dir
 from tinyldm.text import shapes_captions
 
-from report import report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
+from report import chosen_device, machine_options, report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
 
 
 def split_captions(split: str) -> list[str]:
@@ -45,13 +44,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="network calls per image (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     parser.add_argument("--batch-size", type=int, default=128, help="captions per sampling call (default 128)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the fastest there is)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    machine_options(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else default_device()
+    device = chosen_device(args)
     ldm = load_ldm(args.checkpoint or checkpoint_dir("ldm-shapes"), device)
     judge = Judge.from_pretrained(args.judge or checkpoint_dir("judge-shapes")).to(device)
 

@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tinyldm.device import default_device
 from tinyldm.diffusion import diffusion_loss
 from tinyldm.jobs import PIXEL_PRESETS, shapes_tensor
 from tinyldm.sampling import ddim_sample
@@ -33,7 +31,7 @@ from tinyldm.schedule import NoiseSchedule
 from tinyldm.train import TrainConfig, seeded, train_diffusion
 from tinyldm.unet import UNet
 
-from report import report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
+from report import chosen_device, machine_options, report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
 
 
 def _sync(device: torch.device) -> None:
@@ -80,11 +78,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10, help="timed training steps (after one warm-up step)")
     parser.add_argument("--sample-batch", type=int, default=16)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    machine_options(parser)
     args = parser.parse_args()
-
-    device = torch.device(args.device) if args.device else default_device()
+    device = chosen_device(args)
     preset = PIXEL_PRESETS[args.config]
     size = preset.image_size
     with seeded(0):

@@ -1,12 +1,32 @@
-"""How the benchmark scripts report their figures: an aligned two-column table, optionally a JSON file."""
+"""What the benchmark scripts share: the machine options (device, threads, JSON output) and how they report their
+figures (an aligned two-column table, optionally a JSON file)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["report"]
+import torch
+
+from tinyldm.device import default_device
+
+__all__ = ["machine_options", "chosen_device", "report"]
+
+
+def machine_options(parser: argparse.ArgumentParser) -> None:
+    """Add --device, --threads and --json to a benchmark's parser."""
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the fastest there is)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: one per core)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+
+
+def chosen_device(args: argparse.Namespace) -> torch.device:
+    """Apply --threads and return the device --device names (or the fastest there is)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return torch.device(args.device) if args.device else default_device()
 
 
 def report(figures: dict[str, Any], json_path: Path | None = None) -> None:
