@@ -26,12 +26,14 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import STATE_NAME, load_training_state, save_training_state
 from .diffusion import diffusion_loss
 from .ema import EMA
 from .pretrained import config_to_dict, save_schedule
 from .sampling import ddim_sample
 from .schedule import NoiseSchedule
+from .speed import SpeedConfig
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "LossLog", "lr_factor", "plot_losses", "seeded",
            "train_diffusion", "open_run_folder", "LOG_NAME", "TRAIN_CONFIG_NAME"]
@@ -169,7 +171,8 @@ def _dropout_rng(generator: torch.Generator, device: torch.device) -> Iterator[N
     """
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+        # Every process draws the same seed (their generators are in step); its rank keeps the masks apart.
+        torch.manual_seed(seed + distributed.rank())
         yield
 
 
@@ -200,12 +203,17 @@ def train_diffusion(
     until: int | None = None,
     conditioning: Tensor | None = None,
     decode: Callable[[Tensor], Tensor] | None = None,
+    speed: SpeedConfig | None = None,
 ) -> TrainResult:
     """Train a noise predictor with the simplified loss (Ho et al. 2020, Algorithm 1, Eq. 14).
 
     Each step draws ``batch_size`` images from ``data`` (with replacement), a step t and noise eps for each, and
     takes an AdamW step on || eps - model(x_t, t) ||^2. Everything random comes from generators seeded with
     ``config.seed`` whose states are checkpointed, so resuming repeats the uninterrupted run exactly on a CPU.
+
+    Started by ``torchrun`` (see ``tinyldm.distributed``), the processes share each global batch of
+    ``batch_size`` images, DistributedDataParallel averages their gradients, and the run takes the same steps as
+    a single process would, up to the order of floating-point sums; only process 0 writes to ``out``.
 
     Args:
         model: called as ``model(xt, t) -> eps_pred``; trained in place on the device of its parameters.
@@ -224,6 +232,8 @@ def train_diffusion(
             first ``num_samples`` rows. None: an unconditional model.
         decode: turns samples into images for the sample grids, e.g. an autoencoder's ``decode_latents`` when
             ``data`` holds latents; None: the samples are images in [-1, 1].
+        speed: the switches that make steps faster without changing what they compute (bf16 autocast, TF32,
+            channels_last, fused AdamW, torch.compile, data kept on the GPU); ``SpeedConfig()`` when None.
     Returns:
         a ``TrainResult``; ``model`` holds the last weights and ``result.ema_model`` the averaged ones.
     """
@@ -236,11 +246,17 @@ def train_diffusion(
     if conditioning is not None and conditioning.shape[0] != data.shape[0]:
         raise ValueError(f"conditioning has {conditioning.shape[0]} rows but data has {data.shape[0]} items; "
                          "pass one row per item")
+    distributed.check_global_batch(config.batch_size)
+    speed = speed or SpeedConfig()
     device = next(model.parameters()).device
+    main = distributed.is_main_process()
     out = Path(out) if out is not None else None
+    data, conditioning = speed.place_data(data, device), None if conditioning is None else \
+        speed.place_data(conditioning, device)
     data_gen = torch.Generator().manual_seed(config.seed)  # batch indices: always on the CPU
     noise_gen = torch.Generator(device).manual_seed(config.seed + 1)  # t, eps and dropout seeds
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  **speed.adamw_options(device))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda k: lr_factor(k, config.warmup_steps, config.steps, config.lr_decay))
     ema = EMA(model, config.ema_decay)
@@ -251,22 +267,28 @@ def train_diffusion(
         start, records = _prepare_run_folder(out, config, resume, model, ema, optimizer, scheduler,
                                              data_gen, noise_gen, log)
     losses = [r["loss"] for r in records]
+    network = speed.prepare_model(model, device)  # what the steps call: maybe compiled, maybe wrapped in DDP
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     model.train()
     train_seconds, pending = 0.0, []
     running = losses[-1] if losses else None
-    bar = tqdm(range(start, stop), desc="training", disable=not progress, initial=start, total=config.steps)
+    bar = tqdm(range(start, stop), desc="training", disable=not (progress and main), initial=start,
+               total=config.steps)
     for step in bar:
         tick = time.perf_counter()
+        # The whole global batch is drawn on every process, which keeps its share (see tinyldm.distributed).
         index = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_gen)
-        x0 = data[index].to(device, non_blocking=True)
-        cond = None if conditioning is None else {"cond": conditioning[index].to(device, non_blocking=True)}
+        x0 = speed.format_batch(distributed.shard(data[index.to(data.device)]).to(device, non_blocking=True))
+        cond = None if conditioning is None else \
+            {"cond": distributed.shard(conditioning[index.to(conditioning.device)]).to(device, non_blocking=True)}
         lr = optimizer.param_groups[0]["lr"]
-        with autocast, _dropout_rng(noise_gen, device):
-            loss = diffusion_loss(model, x0, schedule, generator=noise_gen, prediction=prediction,
-                                  conditioning=cond)
-        value = loss.item()
+        with speed.autocast(device), _dropout_rng(noise_gen, device):
+            t = torch.randint(0, schedule.num_steps, (config.batch_size,), generator=noise_gen, device=device)
+            eps = torch.randn((config.batch_size, *x0.shape[1:]), generator=noise_gen, device=device,
+                              dtype=x0.dtype)
+            loss = diffusion_loss(network, x0, schedule, t=distributed.shard(t), eps=distributed.shard(eps),
+                                  prediction=prediction, conditioning=cond)
+        value = distributed.mean_over_processes(loss.detach()).item()
         if not math.isfinite(value):
             raise NonFiniteLossError(step + 1, "loss", value, lr)
         optimizer.zero_grad(set_to_none=True)
@@ -286,23 +308,25 @@ def train_diffusion(
         done = step + 1
         if out is None:
             continue
-        if config.sample_every and done % config.sample_every == 0:
+        if main and config.sample_every and done % config.sample_every == 0:
             _save_samples(ema.model, schedule, config, tuple(data.shape[1:]), out / "samples" / f"step_{done:06d}.png",
                           conditioning, decode)
         if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
-            log.append(pending)
+            if main:
+                log.append(pending)
+                _checkpoint(out, done, model, ema, optimizer, scheduler, data_gen, noise_gen, schedule, prediction,
+                            data.shape[-1])
             pending = []
-            _checkpoint(out, done, model, ema, optimizer, scheduler, data_gen, noise_gen, schedule, prediction,
-                        data.shape[-1])
+            distributed.barrier()  # no process runs ahead of a checkpoint it might have to resume from
     bar.close()
     model.eval()
-    if out is not None:
+    if out is not None and main:
         fig = plot_losses(losses)
         fig.savefig(out / "loss.png", dpi=110)
         plt.close(fig)
     steps_run = max(0, stop - start)
-    speed = steps_run * config.batch_size / train_seconds if train_seconds else 0.0
-    return TrainResult(losses, ema.model, steps_run, train_seconds, speed)
+    speed_ips = steps_run * config.batch_size / train_seconds if train_seconds else 0.0
+    return TrainResult(losses, ema.model, steps_run, train_seconds, speed_ips)
 
 
 def open_run_folder(out: Path, settings: dict[str, Any], resume: bool,
@@ -351,8 +375,16 @@ def open_run_folder(out: Path, settings: dict[str, Any], resume: bool,
 def _prepare_run_folder(out: Path, config: TrainConfig, resume: bool, model: nn.Module, ema: EMA,
                         optimizer: torch.optim.Optimizer, scheduler: Any, data_gen: torch.Generator,
                         noise_gen: torch.Generator, log: LossLog) -> tuple[int, list[dict[str, Any]]]:
-    """Start a fresh run in ``out`` or restore the saved one; returns (steps already done, log records kept)."""
-    state, records = open_run_folder(out, config_to_dict(config), resume, log)
+    """Start a fresh run in ``out`` or restore the saved one; returns (steps already done, log records kept).
+
+    Process 0 checks and prepares the folder; the others then read the same saved state (a shared file system).
+    """
+    if distributed.is_main_process():
+        state, records = open_run_folder(out, config_to_dict(config), resume, log)
+    distributed.barrier()
+    if not distributed.is_main_process():
+        state = load_training_state(out / STATE_NAME) if resume else None
+        records = log.records()
     if state is None:
         return 0, records
     model.load_state_dict(state["model"])

@@ -1,0 +1,162 @@
+"""Data-parallel training: two gloo processes on the CPU take the steps one process takes with the same global
+batch, resume from a checkpoint, and the torchrun command line works end to end."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from tinyldm import distributed
+from tinyldm.ldm_jobs import CaptionDenoiser
+from tinyldm.schedule import NoiseSchedule
+from tinyldm.speed import SpeedConfig
+from tinyldm.text import TextEncoderConfig, TinyTextEncoder
+from tinyldm.train import TrainConfig, seeded, train_diffusion
+from tinyldm.unet import UNet, UNetConfig
+
+CAPTIONS = ["a large red circle at the top left", "a small blue square in the center",
+            "a large green diamond on the right"]
+STEPS, HALF = 6, 3
+# Two processes sum their gradients in another order than one process does: float32 rounding, nothing more.
+TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
+
+
+def _denoiser() -> CaptionDenoiser:
+    """A text-conditioned latent denoiser with caption dropout, as ``train_ldm`` builds it (tiny)."""
+    with seeded(0):
+        text = TinyTextEncoder(TextEncoderConfig.tiny())
+        unet = UNet(UNetConfig(in_channels=4, out_channels=4, base_channels=8, channel_mults=(1, 2),
+                               attention_levels=(1,), groups=4, context_dim=text.context_dim))
+    return CaptionDenoiser(unet, text, CAPTIONS, p_uncond=0.3, seed=0)
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(32, 4, 8, 8, generator=gen), torch.randint(0, len(CAPTIONS), (32,), generator=gen)
+
+
+def _config(**changes) -> TrainConfig:
+    base = dict(steps=STEPS, batch_size=8, lr=1e-3, warmup_steps=2, checkpoint_every=HALF, sample_every=0)
+    return TrainConfig(**{**base, **changes})
+
+
+def _train(out: Path | None, until: int | None = None, resume: bool = False):
+    model = _denoiser()
+    latents, cond = _data()
+    result = train_diffusion(model, latents, NoiseSchedule.linear(50), _config(), out=out, resume=resume,
+                             progress=False, until=until, conditioning=cond)
+    return model, result
+
+
+def _worker(rank: int, world: int, rendezvous: str, out: str, results: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
+    try:
+        _train(Path(out), until=HALF)  # "interrupted" at a checkpoint ...
+        model, result = _train(Path(out), resume=True)  # ... and resumed, by every process from process 0's file
+        if rank == 0:
+            torch.save({"losses": result.losses, "model": model.state_dict(),
+                        "ema": result.ema_model.state_dict()}, results)
+        else:  # the processes must hold the same weights: DDP keeps them in step
+            reference = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+            torch.save(reference, results + ".rank1")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    single_model, single = _train(None)
+    results = str(tmp_path / "results.pt")
+    mp.spawn(_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "run"), results), nprocs=2,
+             join=True)
+    parallel = torch.load(results, weights_only=False)
+    assert len(parallel["losses"]) == STEPS
+    torch.testing.assert_close(torch.tensor(parallel["losses"]), torch.tensor(single.losses), **TOLERANCE)
+    for name, value in single_model.state_dict().items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            torch.testing.assert_close(parallel["model"][name], value, **TOLERANCE, msg=name)
+    for name, value in single.ema_model.state_dict().items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            torch.testing.assert_close(parallel["ema"][name], value, **TOLERANCE, msg=name)
+    other = torch.load(results + ".rank1", weights_only=False)
+    for name, value in other.items():
+        if value.is_floating_point():
+            assert torch.equal(value, parallel["model"][name]), name
+    # Only process 0 wrote the run folder: one log line per step, no duplicates.
+    assert len((tmp_path / "run" / "loss.jsonl").read_text().splitlines()) == STEPS
+
+
+def test_a_global_batch_that_does_not_split_evenly_is_refused(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    with pytest.raises(ValueError, match="global batch of 8 images does not split evenly over 3 processes; use a "
+                                         r"batch size that is a multiple of 3 \(e.g. 9 or 6\)"):
+        distributed.check_global_batch(8)
+
+
+def test_shard_gives_each_process_its_contiguous_share(monkeypatch):
+    batch = torch.arange(12)
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    shares = []
+    for r in range(3):
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        shares.append(distributed.shard(batch))
+    assert [s.tolist() for s in shares] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+
+
+def test_a_single_process_ignores_the_distributed_helpers():
+    value = torch.tensor([1.5, 2.0])
+    assert distributed.local_rank() is None or "WORLD_SIZE" in os.environ
+    assert distributed.world_size() == 1 and distributed.rank() == 0 and distributed.is_main_process()
+    assert distributed.mean_over_processes(value) is value and distributed.shard(value) is value
+
+
+def test_torchrun_without_its_variables_is_explained(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="WORLD_SIZE=2 but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set: "
+                                         "start several processes with torchrun"):
+        distributed.local_rank()
+
+
+def test_speed_switches_leave_a_cpu_run_unchanged():
+    latents, cond = _data()
+    plain = train_diffusion(_denoiser(), latents, NoiseSchedule.linear(50), _config(steps=2), progress=False,
+                            conditioning=cond)
+    switched = train_diffusion(_denoiser(), latents, NoiseSchedule.linear(50), _config(steps=2), progress=False,
+                               conditioning=cond, speed=SpeedConfig(tf32=True, channels_last=True,
+                                                                    fused_adamw=True))
+    assert plain.losses == switched.losses
+    with pytest.raises(ValueError, match="SpeedConfig.data_on_device_mb must be >= 0"):
+        SpeedConfig(data_on_device_mb=-1).validate()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: bf16 autocast and data kept on the GPU")
+def test_speed_switches_on_cuda_train_and_keep_data_on_the_gpu():
+    device = torch.device("cuda")
+    speed = SpeedConfig(tf32=True, channels_last=True, fused_adamw=True)
+    latents, cond = _data()
+    assert speed.place_data(latents, device).device.type == "cuda"
+    assert speed.place_data(latents, device) is not latents
+    assert SpeedConfig(data_on_device_mb=0).place_data(latents, device).is_pinned()
+    result = train_diffusion(_denoiser().to(device), latents, NoiseSchedule.linear(50).to(device),
+                             _config(steps=2), progress=False, conditioning=cond, speed=speed)
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_torchrun_trains_the_pixel_model_on_two_processes(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "tinyldm", "train", "pixel", "--config", "tiny", "--steps", "2", "--batch-size", "8",
+               "--num-images", "64", "--device", "cpu", "--threads", "1", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("data-parallel training: 2 processes") == 1  # only process 0 speaks
+    assert (out / "model.safetensors").is_file() and (out / "train_state.pt").is_file()
+    assert len((out / "loss.jsonl").read_text().splitlines()) == 2
