@@ -12,6 +12,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tinyldm import distributed
+from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
+from tinyldm.autoencoder_training import AutoencoderTrainConfig, train_autoencoder
+from tinyldm.jobs import shapes_tensor
+from tinyldm.losses import AutoencoderLoss, AutoencoderLossConfig
 from tinyldm.ldm_jobs import CaptionDenoiser
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.speed import SpeedConfig
@@ -89,6 +93,50 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
             assert torch.equal(value, parallel["model"][name]), name
     # Only process 0 wrote the run folder: one log line per step, no duplicates.
     assert len((tmp_path / "run" / "loss.jsonl").read_text().splitlines()) == STEPS
+
+
+def _train_autoencoder(out: Path | None, until: int | None = None, resume: bool = False):
+    with seeded(0):
+        model = AutoencoderKL(AutoencoderConfig(base_channels=8, channel_mults=(1, 2, 2), groups=4))
+    # LPIPS off (it needs weights on disk); the GAN and its adaptive weight on from step 2.
+    loss = AutoencoderLoss(AutoencoderLossConfig(perceptual_weight=0.0, disc_start=2, disc_channels=8, disc_layers=2,
+                                                 disc_groups=4), generator=torch.Generator().manual_seed(0))
+    config = AutoencoderTrainConfig(steps=STEPS, batch_size=8, lr=1e-3, disc_lr=1e-3, warmup_steps=2, ema_decay=0.9,
+                                    checkpoint_every=HALF, sample_every=0)
+    result = train_autoencoder(model, loss, shapes_tensor(32, size=16), config, out=out, resume=resume,
+                               progress=False, until=until)
+    return model, loss, result
+
+
+def _autoencoder_worker(rank: int, world: int, rendezvous: str, out: str, results: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
+    try:
+        _train_autoencoder(Path(out), until=HALF)
+        model, loss, result = _train_autoencoder(Path(out), resume=True)
+        if rank == 0:
+            torch.save({"records": result.records, "model": model.state_dict(),
+                        "discriminator": loss.discriminator.state_dict()}, results)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_autoencoder_trains_on_two_processes_as_on_one(tmp_path):
+    model, loss, single = _train_autoencoder(None)
+    results = str(tmp_path / "results.pt")
+    mp.spawn(_autoencoder_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "run"), results),
+             nprocs=2, join=True)
+    parallel = torch.load(results, weights_only=False)
+    assert [r["step"] for r in parallel["records"]] == list(range(1, STEPS + 1))
+    for key in ("loss", "l1", "kl", "g_loss", "adaptive_weight", "d_loss", "grad_norm", "disc_grad_norm"):
+        got = [r.get(key, 0.0) for r in parallel["records"]]
+        expected = [r.get(key, 0.0) for r in single.records]
+        assert any(v != 0 for v in expected), key  # the GAN term and its adaptive weight did take part
+        torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), **TOLERANCE, msg=key)
+    for name, value in [*model.state_dict().items(), *loss.discriminator.state_dict().items()]:
+        if value.is_floating_point():
+            merged = {**parallel["model"], **parallel["discriminator"]}
+            torch.testing.assert_close(merged[name], value, **TOLERANCE, msg=name)
 
 
 def test_a_global_batch_that_does_not_split_evenly_is_refused(monkeypatch):

@@ -120,14 +120,20 @@ class DiagonalGaussian:
         """(B, C, h, w) variance exp(logvar)."""
         return torch.exp(self.logvar)
 
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, generator: torch.Generator | None = None, eps: Tensor | None = None) -> Tensor:
         """z = mean + std * eps with eps ~ N(0, I) drawn from ``generator`` (on mean's device): the
         reparameterisation trick, so gradients reach mean and logvar (Kingma & Welling 2014, Sec. 2.4).
 
+        Args:
+            generator: source of eps.
+            eps: (B, C, h, w) the standard normal noise itself, instead of drawing it.
         Returns:
             (B, C, h, w).
         """
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        if eps is None:
+            eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        elif eps.shape != self.mean.shape:
+            raise ValueError(f"eps must have the posterior's shape {tuple(self.mean.shape)}, got {tuple(eps.shape)}")
         return self.mean + self.std * eps
 
     def mode(self) -> Tensor:
@@ -297,19 +303,20 @@ class AutoencoderKL(PretrainedMixin, nn.Module):
                              f"{c} latent channels (AutoencoderConfig.latent_channels)")
         return self.decoder(z)
 
-    def forward(self, x: Tensor, sample_posterior: bool = True,
-                generator: torch.Generator | None = None) -> tuple[Tensor, DiagonalGaussian]:
+    def forward(self, x: Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None,
+                eps: Tensor | None = None) -> tuple[Tensor, DiagonalGaussian]:
         """Encode, draw z (or take the mean), decode.
 
         Args:
             x: (B, in_channels, H, W) images in [-1, 1].
             sample_posterior: draw z ~ q(z|x) (training) rather than use its mean.
             generator: source of the posterior sample (on x's device).
+            eps: (B, latent_channels, H/f, W/f) the posterior sample's standard normal noise, instead of drawing it.
         Returns:
             (reconstruction (B, in_channels, H, W), posterior).
         """
         posterior = self.encode(x)
-        z = posterior.sample(generator) if sample_posterior else posterior.mode()  # (B, C, H/f, W/f)
+        z = posterior.sample(generator, eps) if sample_posterior else posterior.mode()  # (B, C, H/f, W/f)
         return self.decode(z), posterior
 
     def latents(self, x: Tensor, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .autoencoder import AutoencoderKL, estimate_scale_factor
 from .checkpoint import STATE_NAME, save_training_state
 from .ema import EMA
@@ -175,20 +176,28 @@ def train_autoencoder(
     model.train()
     train_seconds, pending = 0.0, []
     running: dict[str, float] = {}
-    bar = tqdm(range(start, stop), desc="training", disable=not progress, initial=start, total=config.steps)
+    main = distributed.is_main_process()
+    distributed.check_global_batch(config.batch_size)
+    latent_shape = (model.config.latent_channels, data.shape[-2] // model.downsampling_factor,
+                    data.shape[-1] // model.downsampling_factor)
+    bar = tqdm(range(start, stop), desc="training", disable=not (progress and main), initial=start,
+               total=config.steps)
     for step in bar:
         tick = time.perf_counter()
+        # The whole global batch is drawn on every process, which keeps its share (see tinyldm.distributed).
         index = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_gen)
-        x = data[index].to(device, non_blocking=True)
+        x = distributed.shard(data[index]).to(device, non_blocking=True)
         lr = opt_g.param_groups[0]["lr"]
         record: dict[str, Any] = {"step": step + 1, "lr": lr}
         # The autoencoder's step (the loss keeps the discriminator's weights out of this graph).
         with autocast, _dropout_rng(noise_gen, device):
-            reconstruction, posterior = model(x, sample_posterior=True, generator=noise_gen)
+            latent_eps = torch.randn((config.batch_size, *latent_shape), generator=noise_gen, device=device)
+            reconstruction, posterior = model(x, sample_posterior=True, eps=distributed.shard(latent_eps))
             g_total, g_logs = loss.generator_loss(x, reconstruction, posterior, step, model.last_layer)
-        record["loss"] = _finite(g_total, step, "loss", lr)
+        record["loss"] = _finite(distributed.mean_over_processes(g_total.detach()), step, "loss", lr)
         opt_g.zero_grad(set_to_none=True)
         g_total.backward()
+        distributed.average_gradients(model.parameters())
         record["grad_norm"] = _finite(nn.utils.clip_grad_norm_(model.parameters(), clip), step, "gradient norm", lr)
         opt_g.step()
         sched_g.step()
@@ -197,9 +206,10 @@ def train_autoencoder(
         if loss.discriminator_active(step):
             with autocast:
                 d_total, d_logs = loss.discriminator_loss(x, reconstruction.detach(), step)
-            _finite(d_total, step, "discriminator loss", lr)
+            _finite(distributed.mean_over_processes(d_total.detach()), step, "discriminator loss", lr)
             opt_d.zero_grad(set_to_none=True)
             d_total.backward()
+            distributed.average_gradients(disc.parameters())
             record["disc_grad_norm"] = _finite(nn.utils.clip_grad_norm_(disc.parameters(), clip), step,
                                                "discriminator gradient norm", lr)
             # The discriminator warms up from its own start and decays to the run's end with the autoencoder.
@@ -214,6 +224,7 @@ def train_autoencoder(
             ema.update(model)
         train_seconds += time.perf_counter() - tick
 
+        record = _mean_record(record)
         records.append(record)
         pending.append(record)
         for key in ("loss", "d_loss"):
@@ -223,20 +234,22 @@ def train_autoencoder(
         done = step + 1
         if out is None:
             continue
-        if config.sample_every and done % config.sample_every == 0:
+        if main and config.sample_every and done % config.sample_every == 0:
             _save_reconstructions(ema.model if ema else model, data[:config.num_samples],
                                   out / "reconstructions" / f"step_{done:06d}.png")
         if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
-            log.append(pending)
+            if main:
+                log.append(pending)
+                save_training_state(out / STATE_NAME, {
+                    "step": done, **{k: p.state_dict() if p is not None else None for k, p in parts.items()},
+                    "generators": {"data": data_gen.get_state(), "noise": noise_gen.get_state()}})
+                _export(ema.model if ema else model, data, config.seed).save_pretrained(out)
             pending = []
-            save_training_state(out / STATE_NAME, {
-                "step": done, **{k: p.state_dict() if p is not None else None for k, p in parts.items()},
-                "generators": {"data": data_gen.get_state(), "noise": noise_gen.get_state()}})
-            _export(ema.model if ema else model, data, config.seed).save_pretrained(out)
+            distributed.barrier()  # no process runs ahead of a checkpoint it might have to resume from
     bar.close()
     model.eval()
     exported = _export(ema.model if ema else model, data, config.seed)
-    if out is not None:
+    if out is not None and main:
         fig = plot_autoencoder_losses(records)
         fig.savefig(out / "loss.png", dpi=110)
         plt.close(fig)
@@ -244,6 +257,15 @@ def train_autoencoder(
     speed = steps_run * config.batch_size / train_seconds if train_seconds else 0.0
     return AutoencoderTrainResult(records, exported, steps_run, train_seconds, speed,
                                   exported.scale_factor.item())
+
+
+def _mean_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's numbers averaged over the processes (each measured them on its share of the batch)."""
+    if not distributed.is_distributed():
+        return record
+    keys = [k for k, v in record.items() if isinstance(v, float) and k not in ("lr", "disc_lr")]
+    means = distributed.mean_over_processes(torch.tensor([record[k] for k in keys], dtype=torch.float64))
+    return {**record, **dict(zip(keys, means.tolist()))}
 
 
 def _finite(value: Tensor, step: int, what: str, lr: float) -> float:

@@ -4,7 +4,8 @@
 the environment torchrun sets (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``).
 ``init_from_environment`` joins them into one process group (NCCL on CUDA, gloo on the CPU) and gives each
 process its device. The training loop (``tinyldm.train.train_diffusion``) then wraps the model in
-``DistributedDataParallel``, which averages the gradients of every backward pass over the processes.
+``DistributedDataParallel``, which averages the gradients of every backward pass over the processes; the
+autoencoder's loop (``tinyldm.autoencoder_training``) averages them itself (``average_gradients``).
 
 How the work is split, so that N processes take the very steps one process would take with the same global batch:
 every process draws the *whole* global batch's indices, steps t and noise eps from generators seeded alike, and
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Iterable
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = ["local_rank", "init_from_environment", "close", "is_distributed", "rank", "world_size", "is_main_process",
-           "barrier", "shard", "mean_over_processes", "check_global_batch"]
+           "barrier", "shard", "mean_over_processes", "check_global_batch", "average_gradients"]
 
 
 def is_distributed() -> bool:
@@ -134,3 +136,23 @@ def mean_over_processes(value: Tensor) -> Tensor:
     total = value.detach().clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total / world_size()
+
+
+def average_gradients(parameters: Iterable[nn.Parameter]) -> None:
+    """Replace every parameter's gradient by its mean over the processes, in one all-reduce of a flat buffer.
+
+    For loops that cannot use DistributedDataParallel: the autoencoder's adaptive GAN weight needs
+    ``torch.autograd.grad``, which DDP does not support. Call it after ``backward()`` and before clipping.
+    """
+    if not is_distributed():
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # (sum of sizes,)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .autoencoder import DiagonalGaussian
 from .discriminator import (GAN_LOSSES, NORMS, DiscriminatorConfig, PatchDiscriminator, generator_adversarial_loss,
                             hinge_d_loss, vanilla_d_loss)
@@ -53,6 +54,8 @@ def adaptive_weight(rec_loss: Tensor, g_loss: Tensor, last_layer: Tensor, max_we
     """
     rec_grad, = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
     g_grad, = torch.autograd.grad(g_loss, last_layer, retain_graph=True)
+    # Data-parallel: each process holds its share's gradients; the global batch's are their mean.
+    rec_grad, g_grad = distributed.mean_over_processes(rec_grad), distributed.mean_over_processes(g_grad)
     weight = rec_grad.norm() / (g_grad.norm() + eps)
     return weight.clamp(0.0, max_weight).detach()
 

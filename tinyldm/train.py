@@ -336,6 +336,8 @@ def open_run_folder(out: Path, settings: dict[str, Any], resume: bool,
     A fresh run needs a folder without a saved state; it writes ``settings`` to ``train_config.json`` and empties
     the log. A resumed run needs a saved state and the same settings as before (only "steps" may change, to
     extend a run); the log loses the records written after the saved step (an interrupted run's last steps).
+    In a data-parallel run process 0 checks and prepares the folder, then the others read the same saved state
+    (the run folder must be on a file system every process sees).
 
     Args:
         out: the run folder.
@@ -345,6 +347,16 @@ def open_run_folder(out: Path, settings: dict[str, Any], resume: bool,
     Returns:
         (the saved training state, or None for a fresh run; the log records kept).
     """
+    if distributed.is_main_process():
+        prepared = _open_run_folder(out, settings, resume, log)
+    distributed.barrier()
+    if distributed.is_main_process():
+        return prepared
+    return (load_training_state(out / STATE_NAME) if resume else None), log.records()
+
+
+def _open_run_folder(out: Path, settings: dict[str, Any], resume: bool,
+                     log: LossLog) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     state_path = out / STATE_NAME
     config_path = out / TRAIN_CONFIG_NAME
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as the saved file has them
@@ -375,16 +387,8 @@ def open_run_folder(out: Path, settings: dict[str, Any], resume: bool,
 def _prepare_run_folder(out: Path, config: TrainConfig, resume: bool, model: nn.Module, ema: EMA,
                         optimizer: torch.optim.Optimizer, scheduler: Any, data_gen: torch.Generator,
                         noise_gen: torch.Generator, log: LossLog) -> tuple[int, list[dict[str, Any]]]:
-    """Start a fresh run in ``out`` or restore the saved one; returns (steps already done, log records kept).
-
-    Process 0 checks and prepares the folder; the others then read the same saved state (a shared file system).
-    """
-    if distributed.is_main_process():
-        state, records = open_run_folder(out, config_to_dict(config), resume, log)
-    distributed.barrier()
-    if not distributed.is_main_process():
-        state = load_training_state(out / STATE_NAME) if resume else None
-        records = log.records()
+    """Start a fresh run in ``out`` or restore the saved one; returns (steps already done, log records kept)."""
+    state, records = open_run_folder(out, config_to_dict(config), resume, log)
     if state is None:
         return 0, records
     model.load_state_dict(state["model"])
