@@ -14,7 +14,8 @@ from tinyldm.autoencoder_training import (SCALE_IMAGES, AutoencoderTrainConfig, 
 from tinyldm.checkpoint import load_training_state
 from tinyldm.losses import AutoencoderLoss, AutoencoderLossConfig
 from tinyldm.perceptual import LPIPS_WEIGHTS_VAR
-from tinyldm.train import LossLog, NonFiniteLossError, seeded
+from tinyldm.run_folder import LossLog
+from tinyldm.train import NonFiniteLossError, seeded
 
 MODEL = AutoencoderConfig(base_channels=8, channel_mults=(1, 2, 2), groups=4)  # f = 4
 # LPIPS off (it needs weights on disk; one test below turns it on), the GAN on from step 2 so that resuming

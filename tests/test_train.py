@@ -11,7 +11,8 @@ import torch
 from tinyldm.checkpoint import atomic_write, load_training_state
 from tinyldm.ema import EMA
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.train import LossLog, NonFiniteLossError, TrainConfig, lr_factor, seeded, train_diffusion
+from tinyldm.run_folder import LossLog
+from tinyldm.train import NonFiniteLossError, TrainConfig, lr_factor, seeded, train_diffusion
 from tinyldm.unet import UNet, UNetConfig
 
 CONFIG = UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, attention_levels=(1,), groups=4,

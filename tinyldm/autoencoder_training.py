@@ -30,7 +30,8 @@ from .checkpoint import STATE_NAME, save_training_state
 from .ema import EMA
 from .losses import AutoencoderLoss
 from .pretrained import config_to_dict
-from .train import LOG_NAME, LossLog, NonFiniteLossError, _dropout_rng, lr_factor, open_run_folder
+from .run_folder import LOG_NAME, LossLog, open_run_folder
+from .train import NonFiniteLossError, _dropout_rng, lr_factor
 
 __all__ = ["AutoencoderTrainConfig", "AutoencoderTrainResult", "train_autoencoder", "plot_autoencoder_losses",
            "SCALE_IMAGES"]
