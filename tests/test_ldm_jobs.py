@@ -121,3 +121,88 @@ def test_shipped_pipeline_draws_what_captions_say_including_unseen_pairs():
     assert sum((parse_caption(p)["color"], parse_caption(p)["shape"]) in HELD_OUT for p in prompts) == 4
     images = ldm.sample(prompts, steps=20, generator=torch.Generator().manual_seed(0), progress=False)
     assert caption_accuracy(judge, images, prompts)["all"] >= 7 / 8
+
+
+# ---------------------------------------------------------------- your own data
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Four 40x30 captioned pictures."""
+    from PIL import Image
+
+    path = tmp_path / "pictures"
+    path.mkdir()
+    captions = ["a black cat", "a white dog", "a cat on a mat", "a ball"]
+    for k, text in enumerate(captions):
+        Image.new("RGB", (40, 30), (60 * k, 200 - 40 * k, 90)).save(path / f"{k}.png")
+    (path / "captions.jsonl").write_text("".join(json.dumps({"file": f"{k}.png", "caption": text}) + "\n"
+                                                 for k, text in enumerate(captions)))
+    return path
+
+
+def test_the_latent_cache_of_a_folder_follows_its_pictures(autoencoder, folder, tmp_path, monkeypatch):
+    from PIL import Image
+
+    run = {**RUN, "steps": 1, "num_images": None}
+    train_ldm("tiny", tmp_path / "a", CPU, autoencoder, cache_dir=tmp_path / "cache", data=folder, **run)
+    train_ldm("tiny", tmp_path / "b", CPU, autoencoder, cache_dir=tmp_path / "cache", data=folder, **run)
+    assert len(list((tmp_path / "cache").glob("latents-*.safetensors"))) == 1  # the same pictures: one entry
+    Image.new("RGB", (40, 30), (255, 255, 255)).save(folder / "2.png")  # same name, same size, other pixels
+    encoded = []
+    monkeypatch.setattr(latent_cache, "encode_dataset", lambda ae, images, *a: encoded.append(images) or
+                        torch.zeros(images.shape[0], 4, 8, 8))
+    train_ldm("tiny", tmp_path / "c", CPU, autoencoder, cache_dir=tmp_path / "cache", data=folder, **run)
+    assert len(encoded) == 1 and (encoded[0][2] == 1).all()  # encoded afresh, with the new picture
+    assert len(list((tmp_path / "cache").glob("latents-*.safetensors"))) == 2
+    with pytest.raises(ValueError, match="data: saved .*images_sha256"):
+        train_ldm("tiny", tmp_path / "a", CPU, autoencoder, cache_dir=None, data=folder, resume=True,
+                  **{**run, "steps": 2})
+
+
+def test_caption_text_config_learns_the_words_and_the_longest_caption():
+    config = ldm_jobs.caption_text_config(LDM_PRESETS["tiny"].text_encoder, ["a black cat", "a cat, on a mat!"])
+    assert config.vocabulary == ("a", "cat", "!", ",", "black", "mat", "on")  # by falling frequency, then A-Z
+    assert config.max_length == 2 + 7 and config.hidden_size == LDM_PRESETS["tiny"].text_encoder.hidden_size
+    with pytest.raises(ValueError, match=r"'cat cat cat.*has 80 tokens with \[CLS\] and \[SEP\]; the small text "
+                                         r"encoder takes at most 77"):
+        ldm_jobs.caption_text_config(config, ["a cat", " ".join(["cat"] * 78)])
+
+
+def test_a_frozen_encoder_encodes_many_captions_in_chunks(monkeypatch):
+    from tinyldm.text import TextEncoderConfig, TinyTextEncoder
+    from tinyldm.unet import UNet, UNetConfig
+
+    captions = ["a cat", "a black cat on a mat", "a dog", "a mat", "a black dog"]
+    config = ldm_jobs.caption_text_config(TextEncoderConfig.tiny(), captions)
+    with seeded(0):
+        encoder = TinyTextEncoder(config).requires_grad_(False)  # frozen: encoded once, as a pretrained one is
+        unet = UNet(UNetConfig(in_channels=4, out_channels=4, base_channels=8, channel_mults=(1,),
+                               attention_levels=(0,), groups=4, context_dim=32))
+    whole, whole_mask = encoder.encode([*captions, ""], allow_empty=True)  # (6, 8, 32), (6, 8)
+    monkeypatch.setattr(ldm_jobs, "_ENCODE_CHUNK", 2)
+    denoiser = ldm_jobs.CaptionDenoiser(unet, encoder, captions)
+    assert torch.equal(denoiser.masks, whole_mask)
+    torch.testing.assert_close(denoiser.contexts[whole_mask], whole[whole_mask])  # the padding is not compared
+
+
+def test_the_pretrained_encoder_trains_nothing_for_text(autoencoder, folder, tmp_path, monkeypatch):
+    import os
+
+    from tinyldm.text import TEXT_ENCODER_VAR, PretrainedTextEncoder
+
+    if not os.environ.get(TEXT_ENCODER_VAR):
+        pytest.skip(f"{TEXT_ENCODER_VAR} is not set: point it at a local all-MiniLM-L6-v2 folder")
+
+    def no_tokenizer(*args):
+        raise AssertionError("a tokenizer was trained for the pretrained encoder")
+
+    monkeypatch.setattr(ldm_jobs, "caption_text_config", no_tokenizer)
+    recipe = LDM_PRESETS["tiny"]
+    monkeypatch.setitem(LDM_PRESETS, "tiny", dataclasses.replace(recipe, text_encoder="pretrained"))
+    train_ldm("tiny", tmp_path / "run", CPU, autoencoder, cache_dir=None, data=folder,
+              **{**RUN, "steps": 1, "num_images": None})
+    ldm = load_ldm(tmp_path / "run")
+    assert isinstance(ldm.text_encoder, PretrainedTextEncoder) and ldm.unet.config.context_dim == 384
+    images, _, _ = generate_ldm(ldm, "a dog on a mat", num_images=1, steps=2, progress=False)
+    assert images.shape == (1, 3, 32, 32)

@@ -3,7 +3,8 @@
 Like ``tinyldm.jobs`` for the pixel model, each job is a plain function with explicit arguments that the command,
 the notebook and the tests call alike. The presets: ``tiny`` for a quick look (f = 4, a minute or two on a CPU),
 ``small`` for the shipped 32x32 checkpoint (f = 4: 32x32x3 -> 8x8x4, about 20 minutes on one CPU core), ``full``
-for 64x64 images on a GPU (f = 8, the factor of Stable Diffusion's autoencoder: 64x64x3 -> 8x8x4).
+for 64x64 images on a GPU (f = 8, the factor of Stable Diffusion's autoencoder: 64x64x3 -> 8x8x4). With
+``data=`` it learns your own pictures instead of Shapes: the autoencoder to give ``train_ldm`` on that data.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
+from . import distributed
 from .autoencoder import AutoencoderConfig, AutoencoderKL
 from .autoencoder_training import AutoencoderTrainConfig, AutoencoderTrainResult, train_autoencoder
 from .evaluate import Judge, evaluate_reconstructions
-from .jobs import shapes_tensor
+from .jobs import check_resumed_data, shapes_tensor, training_images
 from .losses import AutoencoderLoss, AutoencoderLossConfig
 from .train import seeded
 
@@ -30,6 +32,7 @@ __all__ = ["AutoencoderPreset", "AUTOENCODER_PRESETS", "train_autoencoder_preset
            "reconstruct", "evaluate_autoencoder", "plot_reconstructions", "ERROR_SCALE"]
 
 ERROR_SCALE = 0.25  # mean absolute error (on the [0, 1] scale) drawn brightest in the error maps
+_LPIPS_MIN_SIZE = 31  # LPIPS' AlexNet shrinks smaller images to nothing before its last layer
 
 
 @dataclass
@@ -39,8 +42,8 @@ class AutoencoderPreset:
     autoencoder: AutoencoderConfig  # the network
     loss: AutoencoderLossConfig  # the loss terms and the discriminator
     train: AutoencoderTrainConfig  # the loop's settings
-    image_size: int  # side of the Shapes images, in pixels
-    num_images: int  # distinct training images (Shapes train split, seed 0)
+    image_size: int  # side of the training images, in pixels
+    num_images: int  # distinct training images (Shapes train split, seed 0); your own data uses all its pictures
 
 
 AUTOENCODER_PRESETS = {
@@ -68,8 +71,9 @@ AUTOENCODER_PRESETS = {
 def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device, steps: int | None = None,
                              batch_size: int | None = None, num_images: int | None = None,
                              factor: int | None = None, resume: bool = False, progress: bool = True,
-                             lpips: nn.Module | None = None) -> AutoencoderTrainResult:
-    """Train a KL autoencoder on Shapes with a preset, writing the run into ``out``.
+                             lpips: nn.Module | None = None, data: str | Path | None = None,
+                             image_size: int | None = None, strict: bool = False) -> AutoencoderTrainResult:
+    """Train a KL autoencoder on Shapes, or on your own pictures, with a preset, writing the run into ``out``.
 
     ``out`` ends up holding the exported model (config.json, model.safetensors with the latent scale factor), the
     resumable ``train_state.pt``, the loss log and plot, reconstruction grids and ``run.json`` (settings, timing).
@@ -83,6 +87,8 @@ def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device,
         resume: continue the run saved in ``out``.
         progress: show the progress bar.
         lpips: an already-built ``tinyldm.perceptual.LPIPS`` to use; built here when None and the preset needs it.
+        data, strict: the training pictures (see ``tinyldm.jobs.training_images``); None for Shapes.
+        image_size: the image side instead of the preset's; a multiple of the factor f.
     """
     if preset not in AUTOENCODER_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; use one of {sorted(AUTOENCODER_PRESETS)}")
@@ -90,20 +96,31 @@ def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device,
     config = replace(recipe.train, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size))
                                       if v is not None})
     model_config = recipe.autoencoder if factor is None else recipe.autoencoder.with_factor(factor)
-    n = num_images or recipe.num_images
+    size, f = image_size or recipe.image_size, model_config.downsampling_factor
+    if size % f:  # checked before the run folder is made (the model would say the same at its first step)
+        raise ValueError(f"image size {size} is not a multiple of {f}: the autoencoder downsamples "
+                         f"{len(model_config.channel_mults) - 1} times; use {-(-size // f) * f}")
+    if recipe.loss.perceptual_weight > 0 and size < _LPIPS_MIN_SIZE:
+        raise ValueError(f"image size {size} is too small for the {preset} preset's LPIPS loss: its AlexNet features "
+                         f"need at least {_LPIPS_MIN_SIZE} pixels; use an image size of 32 or more")
     # seeded: the layers' default initialisation draws from the global RNG, which a job leaves alone.
     with seeded(config.seed):
         model = AutoencoderKL(model_config).to(device)
         loss = AutoencoderLoss(recipe.loss, lpips=lpips, generator=torch.Generator().manual_seed(config.seed))
     loss = loss.to(device)
-    data = shapes_tensor(n, recipe.image_size)  # (n, 3, size, size) kept on the CPU; batches move
+    images, data_record = training_images(data, size, num_images, recipe.num_images, strict, progress)
+    n = images.shape[0]  # (n, 3, size, size) kept on the CPU; batches move
+    check_resumed_data(out, data_record, resume)
     out = Path(out)
     start = time.time()
-    result = train_autoencoder(model, loss, data, config, out=out, resume=resume, progress=progress)
+    result = train_autoencoder(model, loss, images, config, out=out, resume=resume, progress=progress)
+    if not distributed.is_main_process():  # process 0 writes the run's record
+        return result
     runs = json.loads((out / "run.json").read_text())["runs"] if resume and (out / "run.json").exists() else []
     last = result.records[-100:]
     runs.append({"preset": preset, "factor": model_config.downsampling_factor, "device": str(device),
-                 "threads": torch.get_num_threads(), "num_images": n, "steps_run": result.steps_run,
+                 "threads": torch.get_num_threads(), "data": data_record, "image_size": size, "num_images": n,
+                 "steps_run": result.steps_run,
                  "until_step": config.steps, "wall_seconds": round(time.time() - start, 1),
                  "train_seconds": round(result.train_seconds, 1),
                  "images_per_second": round(result.images_per_second, 1), "scale_factor": result.scale_factor,

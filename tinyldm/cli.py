@@ -13,6 +13,7 @@ import matplotlib
 import torch
 from torch.utils.data import DataLoader
 
+from tinyldm import distributed
 from tinyldm.data import Shapes
 from tinyldm.device import default_device
 from tinyldm.schedule import NoiseSchedule, q_trajectory
@@ -118,18 +119,38 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", type=Path, required=True, help=f"run folder: {holds}")
         sub.add_argument("--steps", type=_positive_int, default=None, help="optimiser steps (default: the preset's)")
         sub.add_argument("--batch-size", type=_positive_int, default=None, help=f"{batch} per step")
-        sub.add_argument("--num-images", type=_positive_int, default=None, help="distinct Shapes training images")
+        sub.add_argument("--num-images", type=_positive_int, default=None,
+                         help="distinct training images (default: the preset's Shapes, or every picture of --data)")
+        sub.add_argument("--data", default=None, metavar="DIR|mnist|fashion-mnist",
+                         help="train on your own pictures: a folder with captions.jsonl (or captions.csv) naming "
+                              "each one, or mnist / fashion-mnist (default: Shapes; see data/README.md)")
+        sub.add_argument("--image-size", type=_positive_int, default=None,
+                         help="image side in pixels: pictures are resized and centre-cropped to it (default: the "
+                              "preset's, 32 or 64)")
+        sub.add_argument("--strict", action="store_true",
+                         help="stop at the first unreadable or uncaptioned picture of --data instead of skipping it")
         sub.add_argument("--resume", action="store_true", help="continue the run saved in --out")
         device_options(sub)
 
-    run_options(models.add_parser("pixel", help="a pixel-space diffusion UNet on Shapes (lesson 3)"),
-                "model, checkpoints, loss log, samples")
+    def speed_options(sub: argparse.ArgumentParser) -> None:
+        """GPU speed switches of the diffusion training loop (tinyldm.speed); the CPU ignores all but --compile."""
+        group = sub.add_argument_group("speed on a GPU (see tinyldm.speed)")
+        group.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32 on CUDA")
+        group.add_argument("--tf32", action="store_true", help="TF32 tensor cores for float32 matmuls on CUDA")
+        group.add_argument("--channels-last", action="store_true", help="NHWC memory layout on CUDA")
+        group.add_argument("--fused-adamw", action="store_true", help="AdamW's fused CUDA kernel")
+        group.add_argument("--compile", action="store_true", help="torch.compile the network (compiles first)")
+
+    pixel = models.add_parser("pixel", help="a pixel-space diffusion UNet on Shapes (lesson 3)")
+    run_options(pixel, "model, checkpoints, loss log, samples")
+    speed_options(pixel)
     autoencoder = models.add_parser("autoencoder", help="a KL autoencoder for latent diffusion (lesson 4)")
     run_options(autoencoder, "model, checkpoints, loss log, reconstructions")
     autoencoder.add_argument("--factor", type=int, choices=(2, 4, 8), default=None,
                              help="down-sampling factor f: latents are (H/f, W/f) (default: the preset's, 4 or 8)")
     ldm = models.add_parser("ldm", help="a text-to-image latent diffusion model on Shapes (lessons 5-6)")
     run_options(ldm, "the pipeline (autoencoder/, unet/, text_encoder/), checkpoints, loss log", batch="latents")
+    speed_options(ldm)
     ldm.add_argument("--autoencoder", type=Path, default=None,
                      help="folder of the frozen autoencoder (default: the preset's, data/checkpoints/"
                           "autoencoder-shapes for tiny and small)")
@@ -212,10 +233,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _speed(args: argparse.Namespace):
+    from tinyldm.speed import SpeedConfig
+
+    return SpeedConfig(bf16=args.bf16, tf32=args.tf32, channels_last=args.channels_last,
+                       fused_adamw=args.fused_adamw, compile=args.compile)
+
+
+def _say(message: str) -> None:
+    """Print a training command's message once, from the main process of a multi-process run."""
+    if distributed.is_main_process():
+        print(message)
+
+
 def _choose_device(args: argparse.Namespace) -> torch.device:
     if args.threads:
         torch.set_num_threads(args.threads)
-    return torch.device(args.device) if args.device else default_device()
+    if args.command != "train":
+        return torch.device(args.device) if args.device else default_device()
+    # Under torchrun each process trains on its own GPU (cuda:LOCAL_RANK) and joins the others.
+    local_rank = distributed.local_rank()
+    device = torch.device(args.device) if args.device else default_device(local_rank)
+    if local_rank is not None and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    if distributed.init_from_environment(device):
+        _say(f"data-parallel training: {distributed.world_size()} processes, one global batch shared between them")
+    return device
 
 
 def _run_train(args: argparse.Namespace) -> dict[str, Path]:
@@ -227,10 +270,11 @@ def _run_train(args: argparse.Namespace) -> dict[str, Path]:
         accuracy = report["accuracy_on_fresh_images"]
         print("judge accuracy on fresh images: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
         return {"judge": args.out / "model.safetensors", "accuracy": args.out / "accuracy.json"}
-    print(f"tinyldm train {args.model}: {args.config} preset on {device} ({torch.get_num_threads()} CPU threads)")
+    _say(f"tinyldm train {args.model}: {args.config} preset on {device} ({torch.get_num_threads()} CPU threads)")
     result = train_pixel(args.config, args.out, device, steps=args.steps, batch_size=args.batch_size,
-                         num_images=args.num_images, resume=args.resume)
-    print(f"trained {result.steps_run} steps at {result.images_per_second:.0f} images/s; "
+                         num_images=args.num_images, resume=args.resume, speed=_speed(args), data=args.data,
+                         image_size=args.image_size, strict=args.strict)
+    _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} images/s; "
           f"mean loss of the last 100 steps {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
     return {"model": args.out / "model.safetensors", "config": args.out / "config.json",
             "loss log": args.out / "loss.jsonl", "loss plot": args.out / "loss.png"}
@@ -250,14 +294,14 @@ def _run_train_autoencoder(args: argparse.Namespace) -> dict[str, Path]:
     from tinyldm.autoencoder_jobs import AUTOENCODER_PRESETS, train_autoencoder_preset
 
     device = _choose_device(args)
-    print(f"tinyldm train autoencoder: {args.config} preset on {device} ({torch.get_num_threads()} CPU threads)")
+    _say(f"tinyldm train autoencoder: {args.config} preset on {device} ({torch.get_num_threads()} CPU threads)")
     lpips = _lpips(device) if AUTOENCODER_PRESETS[args.config].loss.perceptual_weight > 0 else None
     result = train_autoencoder_preset(args.config, args.out, device, steps=args.steps, batch_size=args.batch_size,
                                       num_images=args.num_images, factor=args.factor, resume=args.resume,
-                                      lpips=lpips)
+                                      lpips=lpips, data=args.data, image_size=args.image_size, strict=args.strict)
     last = result.records[-100:]
     means = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "l1", "lpips") if k in last[0]}
-    print(f"trained {result.steps_run} steps at {result.images_per_second:.0f} images/s; means of the last "
+    _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} images/s; means of the last "
           f"{len(last)} steps: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
           + f"; latent scale factor {result.scale_factor:.4f}")
     return {"model": args.out / "model.safetensors", "config": args.out / "config.json",
@@ -293,12 +337,13 @@ def _run_train_ldm(args: argparse.Namespace) -> dict[str, Path]:
 
     device = _choose_device(args)
     kind = "unconditional" if args.unconditional else "text-to-image"
-    print(f"tinyldm train ldm: {args.config} preset, {kind}, on {device} ({torch.get_num_threads()} CPU threads)")
+    _say(f"tinyldm train ldm: {args.config} preset, {kind}, on {device} ({torch.get_num_threads()} CPU threads)")
     result = train_ldm(args.config, args.out, device, autoencoder=args.autoencoder, steps=args.steps,
                        batch_size=args.batch_size, num_images=args.num_images, unconditional=args.unconditional,
-                       resume=args.resume)
+                       resume=args.resume, speed=_speed(args), data=args.data, image_size=args.image_size,
+                       strict=args.strict)
     last = result.losses[-100:]
-    print(f"trained {result.steps_run} steps at {result.images_per_second:.0f} latents/s; mean loss of the last "
+    _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} latents/s; mean loss of the last "
           f"{len(last)} steps {sum(last) / len(last):.4f}")
     return {"pipeline": args.out / "config.json", "unet": args.out / "unet" / "model.safetensors",
             "loss log": args.out / "loss.jsonl", "loss plot": args.out / "loss.png"}
@@ -395,9 +440,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             written = render_forward(args.out, args.num_images, args.size, args.schedule, args.num_steps,
                                      args.seed, args.frames)
+        main_process = distributed.is_main_process()  # asked before the process group closes
     except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input the parser cannot see
         print(f"tinyldm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        distributed.close()
+    if not main_process:
+        return 0
     if written:
         print(f"tinyldm {args.command}: wrote")
     for name, path in written.items():

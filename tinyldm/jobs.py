@@ -2,7 +2,8 @@
 
 Each job is a plain function with explicit arguments (the command only parses them), so tests and notebooks can
 call it too. The presets are the course's recipes: ``tiny`` for a quick look, ``small`` for the shipped 32x32
-checkpoint (about 80 minutes on a 2-core CPU), ``full`` for a 64x64 model on a GPU.
+checkpoint (about 80 minutes on a 2-core CPU), ``full`` for a 64x64 model on a GPU. Every training job takes
+``data=`` to train on your own pictures instead of Shapes (``training_images``).
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from pathlib import Path
 
 import torch
 
-from .data import Shapes
+from . import distributed
+from .data import Shapes, image_text_pairs
 from .evaluate import Judge, evaluate_samples, judge_accuracy, train_judge
 from .pretrained import load_schedule, save_schedule
 from .sampling import ddim_sample, ddpm_sample
 from .schedule import NoiseSchedule
+from .speed import SpeedConfig
 from .train import TrainConfig, TrainResult, seeded, train_diffusion
 from .unet import UNet, UNetConfig
 
-__all__ = ["PixelPreset", "PIXEL_PRESETS", "shapes_tensor", "train_pixel", "load_pixel_model", "run_sampler",
-           "sample_pixel", "generate", "evaluate_pixel", "train_and_score_judge"]
+__all__ = ["PixelPreset", "PIXEL_PRESETS", "shapes_tensor", "training_images", "check_resumed_data", "train_pixel",
+           "load_pixel_model", "run_sampler", "sample_pixel", "generate", "evaluate_pixel", "train_and_score_judge"]
 
 
 @dataclass
@@ -33,8 +36,8 @@ class PixelPreset:
 
     unet: UNetConfig  # the network
     train: TrainConfig  # the loop's settings
-    image_size: int  # side of the Shapes images, in pixels
-    num_images: int  # distinct training images (Shapes train split, seed 0)
+    image_size: int  # side of the training images, in pixels
+    num_images: int  # distinct training images (Shapes train split, seed 0); your own data uses all its pictures
     num_steps: int = 1000  # T of the cosine noise schedule
 
 
@@ -58,10 +61,44 @@ def shapes_tensor(num_images: int, size: int = 32, seed: int = 0, split: str = "
     return torch.stack([dataset[i]["image"] for i in range(num_images)])
 
 
+def training_images(data: str | Path | None, size: int, num_images: int | None, default_num: int,
+                    strict: bool = False, progress: bool = True) -> tuple[torch.Tensor, dict]:
+    """The images of an unconditional training job and a record of where they came from, for ``run.json``.
+
+    Args:
+        data: None for the Shapes train split (seed 0); else a folder of captioned pictures, "mnist" or
+            "fashion-mnist" (``tinyldm.data.image_text_pairs``; the captions go unused).
+        size: S, the image side.
+        num_images: how many (the first ones); None: ``default_num`` Shapes, or every picture of ``data``.
+        strict, progress: see ``tinyldm.data.read_image_folder``.
+    Returns:
+        images (n, 3, S, S) in [-1, 1] on the CPU, and the record ({"source": "shapes"} or the pairs' record).
+    """
+    if data is None:
+        n = num_images or default_num
+        return shapes_tensor(n, size), {"source": "shapes"}
+    pairs = image_text_pairs(data, size, num_images, strict, None if progress else False)
+    return pairs.images, pairs.record()
+
+
+def check_resumed_data(out: str | Path, record: dict, resume: bool) -> None:
+    """Refuse to resume a run on other images than it trained on (``run.json`` records them; a record without
+    a data entry is a Shapes run)."""
+    path = Path(out) / "run.json"
+    if not resume or not path.is_file():
+        return
+    before = json.loads(path.read_text())["runs"][-1].get("data", {"source": "shapes"})
+    if before.get("images_sha256") != record.get("images_sha256"):
+        raise ValueError(f"cannot resume {out} on other images: it trained on {before['source']} "
+                         f"({before.get('pairs', 'generated')} images), now {record['source']}; resume with the "
+                         "run's data (unchanged) or choose another output folder")
+
+
 def train_pixel(preset: str, out: str | Path, device: torch.device, steps: int | None = None,
                 batch_size: int | None = None, num_images: int | None = None, resume: bool = False,
-                progress: bool = True) -> TrainResult:
-    """Train an unconditional UNet on Shapes pixels with a preset, writing the run into ``out``.
+                progress: bool = True, speed: SpeedConfig | None = None, data: str | Path | None = None,
+                image_size: int | None = None, strict: bool = False) -> TrainResult:
+    """Train an unconditional UNet on Shapes pixels, or your own pictures, with a preset, into ``out``.
 
     ``out`` ends up holding the EMA model as a pretrained folder (config.json, model.safetensors, schedule.json),
     the resumable ``train_state.pt``, the loss log and plot, sample grids and ``run.json`` (settings and timing).
@@ -73,24 +110,34 @@ def train_pixel(preset: str, out: str | Path, device: torch.device, steps: int |
         steps, batch_size, num_images: override the preset's values.
         resume: continue the run saved in ``out``.
         progress: show the progress bar.
+        speed: GPU speed switches (``tinyldm.speed``); the defaults when None.
+        data, strict: the training pictures (see ``training_images``); None for Shapes.
+        image_size: the image side instead of the preset's.
     """
     if preset not in PIXEL_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; use one of {sorted(PIXEL_PRESETS)}")
     recipe = PIXEL_PRESETS[preset]
     config = replace(recipe.train, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size))
                                       if v is not None})
-    n = num_images or recipe.num_images
-    data = shapes_tensor(n, recipe.image_size)  # (n, 3, size, size) kept on the CPU; batches move
+    size = image_size or recipe.image_size
     with seeded(config.seed):
         model = UNet(recipe.unet).to(device)
+    model.check_input(torch.zeros(1, recipe.unet.in_channels, size, size), torch.zeros(1, dtype=torch.long))
+    images, data_record = training_images(data, size, num_images, recipe.num_images, strict, progress)
+    n = images.shape[0]  # (n, 3, size, size) kept on the CPU; batches move
+    check_resumed_data(out, data_record, resume)
     schedule = NoiseSchedule.cosine(recipe.num_steps).to(device)
     out = Path(out)
     start = time.time()
-    result = train_diffusion(model, data, schedule, config, out=out, resume=resume, progress=progress)
-    save_schedule(out, schedule, "eps", recipe.image_size)
+    result = train_diffusion(model, images, schedule, config, out=out, resume=resume, progress=progress,
+                             speed=speed)
+    if not distributed.is_main_process():  # process 0 writes the run's files
+        return result
+    save_schedule(out, schedule, "eps", size)
     runs = json.loads((out / "run.json").read_text())["runs"] if resume and (out / "run.json").exists() else []
     runs.append({"preset": preset, "device": str(device), "threads": torch.get_num_threads(),
-                 "num_images": n, "steps_run": result.steps_run, "until_step": config.steps,
+                 "data": data_record, "image_size": size, "num_images": n, "steps_run": result.steps_run,
+                 "until_step": config.steps,
                  "wall_seconds": round(time.time() - start, 1), "train_seconds": round(result.train_seconds, 1),
                  "images_per_second": round(result.images_per_second, 1),
                  "final_loss_mean_100": sum(result.losses[-100:]) / len(result.losses[-100:])})

@@ -1,9 +1,12 @@
 """The latent diffusion jobs behind the ``tinyldm`` command: train a text-to-image model, and generate with it.
 
-Training never touches pixels after the first minute: the Shapes images are encoded once with the frozen
-autoencoder (``cached_latents``, optionally kept on disk) and the UNet trains on that latent tensor with the same
-loop as the pixel model (``tinyldm.train.train_diffusion``). The captions travel as indices into the list of
-distinct captions; ``CaptionDenoiser`` turns them into a text context, dropping some for classifier-free guidance.
+Training never touches pixels after the first minute: the images (Shapes, or your own captioned pictures through
+``tinyldm.data.image_text_pairs``) are encoded once with the frozen autoencoder (``cached_latents``, optionally
+kept on disk) and the UNet trains on that latent tensor with the same loop as the pixel model
+(``tinyldm.train.train_diffusion``). The captions travel as indices into the list of distinct captions;
+``CaptionDenoiser`` turns them into a text context, dropping some for classifier-free guidance.
+On your own data the small text encoder's tokenizer learns the words of your captions (``caption_text_config``);
+the pretrained encoder needs nothing learnt.
 
 The presets: ``tiny`` for tests and the lesson's quick runs, ``small`` for the shipped ``ldm-shapes`` checkpoint
 (32x32 Shapes through the shipped f = 4 autoencoder: 8x8x4 latents, a small text encoder trained with the UNet),
@@ -22,22 +25,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .autoencoder import AutoencoderKL
 from .checkpoint import STATE_NAME
-from .data import Shapes
+from .data import Shapes, image_text_pairs
 from .guidance import NULL_CAPTION
 from .latent_cache import cached_latents, latent_cache_dir, weights_hash
 from .ldm import LatentDiffusion, check_parts
 from .pretrained import checkpoint_dir
 from .schedule import NoiseSchedule
-from .text import PretrainedTextEncoder, TextEncoderConfig, TinyTextEncoder
+from .speed import SpeedConfig
+from .text import PretrainedTextEncoder, TextEncoderConfig, TinyTextEncoder, tokenizer_vocabulary, train_tokenizer
 from .train import TrainConfig, TrainResult, seeded, train_diffusion
 from .unet import UNet, UNetConfig
 
-__all__ = ["LDMPreset", "LDM_PRESETS", "CaptionDenoiser", "train_ldm", "load_ldm", "generate_ldm",
-           "SETTINGS_NAME"]
+__all__ = ["LDMPreset", "LDM_PRESETS", "CaptionDenoiser", "caption_text_config", "train_ldm", "load_ldm",
+           "generate_ldm", "SETTINGS_NAME", "MAX_CAPTION_TOKENS"]
 
 SETTINGS_NAME = "ldm_settings.json"
+MAX_CAPTION_TOKENS = 77  # the small text encoder's limit, [CLS] and [SEP] included: Stable Diffusion's CLIP limit
+_ENCODE_CHUNK = 512  # captions per call when a frozen encoder encodes the whole caption list once
 
 
 @dataclass
@@ -48,8 +55,8 @@ class LDMPreset:
     text_encoder: TextEncoderConfig | str  # a TinyTextEncoder trained with the UNet, or "pretrained" (frozen)
     train: TrainConfig  # the loop's settings
     autoencoder: str  # the frozen autoencoder: a shipped checkpoint's name or a folder
-    image_size: int  # side of the Shapes images, in pixels
-    num_images: int  # distinct training images (Shapes train split, seed 0)
+    image_size: int  # side of the training images, in pixels
+    num_images: int  # distinct training images (Shapes train split, seed 0); your own data uses all its pairs
     p_uncond: float = 0.1  # chance of training a caption as the empty one (Ho & Salimans 2022 use 0.1-0.2)
     num_steps: int = 1000  # T of the scaled-linear schedule, the one the LDM and Stable Diffusion models use
 
@@ -104,8 +111,7 @@ class CaptionDenoiser(nn.Module):
         if text_encoder is not None and any(p.requires_grad for p in text_encoder.parameters()):
             self.text_encoder = text_encoder
         elif text_encoder is not None:
-            with torch.no_grad():
-                context, mask = text_encoder.encode(self.captions, allow_empty=True)  # (U + 1, L, D), (U + 1, L)
+            context, mask = _encode_all(text_encoder, self.captions)  # (U + 1, L, D), (U + 1, L)
             self.register_buffer("contexts", context, persistent=False)
             self.register_buffer("masks", mask, persistent=False)
 
@@ -122,7 +128,10 @@ class CaptionDenoiser(nn.Module):
         if cond is None:
             raise ValueError("this denoiser is text-conditioned: pass cond, the (B,) caption indices")
         if self.training and self.p_uncond > 0:
-            drop = torch.rand(cond.shape[0], generator=self.generator) < self.p_uncond  # (B,) on the CPU
+            # The coins of the whole global batch, of which this process keeps its share: every process's
+            # generator stays in step, and the run drops the captions a single process would drop.
+            coins = torch.rand(cond.shape[0] * distributed.world_size(), generator=self.generator)  # on the CPU
+            drop = distributed.shard(coins) < self.p_uncond  # (B,)
             cond = torch.where(drop.to(cond.device), len(self.captions) - 1, cond)
         if self.text_encoder is not None:
             context, mask = self.text_encoder.encode([self.captions[i] for i in cond.tolist()], allow_empty=True)
@@ -135,6 +144,59 @@ class CaptionDenoiser(nn.Module):
 
     def set_extra_state(self, state: dict[str, Tensor]) -> None:
         self.generator.set_state(state["caption_generator"])
+
+
+@torch.no_grad()
+def _encode_all(text_encoder: nn.Module, captions: list[str]) -> tuple[Tensor, Tensor]:
+    """Encode every caption, in chunks (one batch of 50,000 captions would hold all its activations at once),
+    padded to the longest: context (U, L, D) and mask (U, L), False on the padding."""
+    parts = [text_encoder.encode(captions[i:i + _ENCODE_CHUNK], allow_empty=True)
+             for i in range(0, len(captions), _ENCODE_CHUNK)]
+    if len(parts) == 1:
+        return parts[0]
+    length = max(c.shape[1] for c, _ in parts)
+    context = parts[0][0].new_zeros(len(captions), length, parts[0][0].shape[2])  # (U, L, D)
+    mask = parts[0][1].new_zeros(len(captions), length)  # (U, L)
+    for k, (c, m) in enumerate(parts):
+        rows = slice(k * _ENCODE_CHUNK, k * _ENCODE_CHUNK + c.shape[0])
+        context[rows, :c.shape[1]], mask[rows, :m.shape[1]] = c, m
+    return context, mask
+
+
+def caption_text_config(config: TextEncoderConfig, captions: list[str]) -> TextEncoderConfig:
+    """``config`` with a word-level vocabulary learnt from ``captions`` and ``max_length`` set by the longest.
+
+    Args:
+        config: the preset's text encoder settings (widths and depths are kept).
+        captions: the distinct training captions.
+    Returns:
+        the config with ``vocabulary`` (every word of the captions) and ``max_length`` (the longest caption's
+        tokens, [CLS] and [SEP] included; at most MAX_CAPTION_TOKENS).
+    """
+    tokenizer = train_tokenizer(captions, MAX_CAPTION_TOKENS)
+    lengths = [len(encoding.ids) for encoding in tokenizer.backend_tokenizer.encode_batch(captions)]
+    longest = max(range(len(captions)), key=lengths.__getitem__)
+    if lengths[longest] > MAX_CAPTION_TOKENS:
+        raise ValueError(f"the caption {captions[longest][:80]!r}... has {lengths[longest]} tokens with [CLS] and "
+                         f"[SEP]; the small text encoder takes at most {MAX_CAPTION_TOKENS} (Stable Diffusion's "
+                         "CLIP encoder stops there too): shorten the long captions")
+    return replace(config, vocabulary=tokenizer_vocabulary(tokenizer), max_length=lengths[longest])
+
+
+def _training_data(data: str | Path | None, size: int, num_images: int | None, default_num: int, strict: bool,
+                   progress: bool) -> tuple[Tensor, list[str], dict[str, Any], dict[str, Any]]:
+    """The images (n, 3, S, S) in [-1, 1], one caption each, their latent cache key and a record for run.json."""
+    if data is None:
+        n = num_images or default_num
+        dataset = Shapes(n, size=size)
+        items = [dataset[i] for i in range(n)]
+        images = torch.stack([item["image"] for item in items])  # (n, 3, S, S) in [-1, 1]
+        key = {"dataset": "shapes", "num_images": n, "size": size, "seed": 0, "split": "train"}
+        return images, [item["caption"] for item in items], key, {"source": "shapes"}
+    pairs = image_text_pairs(data, size, num_images, strict, None if progress else False)
+    record = pairs.record()
+    key = {"dataset": "images", "images_sha256": record["images_sha256"], "num_images": len(pairs), "size": size}
+    return pairs.images, pairs.captions, key, record
 
 
 def _autoencoder(source: str | Path | AutoencoderKL) -> AutoencoderKL:
@@ -153,7 +215,8 @@ def _check_settings(out: Path, settings: dict[str, Any], resume: bool) -> None:
         if changed:
             raise ValueError(f"cannot resume {out} with a different model or data ({'; '.join(sorted(changed))}); "
                              "resume with the run's settings or choose another output folder")
-    elif not (out / STATE_NAME).exists():  # a run already there is refused by train_diffusion, untouched
+    elif not (out / STATE_NAME).exists() and distributed.is_main_process():
+        # a run already there is refused by train_diffusion, untouched
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=2) + "\n")
 
@@ -161,8 +224,10 @@ def _check_settings(out: Path, settings: dict[str, Any], resume: bool) -> None:
 def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: str | Path | AutoencoderKL | None = None,
               steps: int | None = None, batch_size: int | None = None, num_images: int | None = None,
               unconditional: bool = False, resume: bool = False, progress: bool = True,
-              cache_dir: str | Path | None = None, until: int | None = None) -> TrainResult:
-    """Train a latent diffusion model on Shapes with a preset, writing the run into ``out``.
+              cache_dir: str | Path | None = None, until: int | None = None,
+              speed: SpeedConfig | None = None, data: str | Path | None = None, image_size: int | None = None,
+              strict: bool = False) -> TrainResult:
+    """Train a latent diffusion model on Shapes, or on your own captioned pictures, with a preset, into ``out``.
 
     ``out`` ends up holding the EMA pipeline (``LatentDiffusion.save_pretrained``: config.json, autoencoder/,
     unet/, text_encoder/, schedule.json), the resumable ``train_state.pt``, the loss log and plot, decoded sample
@@ -173,12 +238,17 @@ def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: s
         out: the run folder.
         device: where to train.
         autoencoder: the frozen autoencoder (a folder, a shipped checkpoint's name or a model); the preset's when None.
-        steps, batch_size, num_images: override the preset's values.
+        steps, batch_size, num_images: override the preset's values (num_images: the first pairs of ``data``).
         unconditional: no text encoder and no cross-attention (lesson 5).
         resume: continue the run saved in ``out``.
         progress: show progress bars.
         cache_dir: folder of the latent cache; ``latent_cache_dir()`` when None.
         until: stop after this step, as if interrupted (see ``train_diffusion``).
+        speed: GPU speed switches (``tinyldm.speed``); the defaults when None.
+        data: None for Shapes; a folder of pictures with a captions.jsonl, "mnist" or "fashion-mnist" (see
+            ``tinyldm.data.image_text_pairs``). The small text encoder then learns the captions' words.
+        image_size: the training image side instead of the preset's.
+        strict: stop at the first unreadable or uncaptioned picture of ``data`` instead of skipping it.
     """
     if preset not in LDM_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; use one of {sorted(LDM_PRESETS)}")
@@ -186,40 +256,52 @@ def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: s
     config = replace(recipe.train, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size))
                                       if v is not None})
     ae = _autoencoder(autoencoder if autoencoder is not None else recipe.autoencoder).to(device).eval()
-    n = num_images or recipe.num_images
-    dataset = Shapes(n, size=recipe.image_size)
-    items = [dataset[i] for i in range(n)]
-    images = torch.stack([item["image"] for item in items])  # (n, 3, S, S) in [-1, 1]
-    key = {"dataset": "shapes", "num_images": n, "size": recipe.image_size, "seed": 0, "split": "train"}
-    latents = cached_latents(ae, images, cache_dir or latent_cache_dir(), key)  # (n, C, h, w) on the CPU
-    captions = sorted({item["caption"] for item in items})
-    cond = torch.tensor([captions.index(item["caption"]) for item in items])  # (n,) caption indices
+    size = image_size or recipe.image_size
+    images, item_captions, key, data_record = _training_data(data, size, num_images, recipe.num_images, strict,
+                                                             progress)
+    n = images.shape[0]
+    captions = sorted(set(item_captions))
+    index = {text: i for i, text in enumerate(captions)}
+    cond = torch.tensor([index[text] for text in item_captions])  # (n,) caption indices
+    text_config = recipe.text_encoder
+    if data is not None and not unconditional and isinstance(text_config, TextEncoderConfig):
+        text_config = caption_text_config(text_config, captions)  # the user's words, not Shapes'
 
     with seeded(config.seed):  # the layers' default initialisation draws from the global RNG
         text_encoder = None
         if not unconditional:
-            text_encoder = (PretrainedTextEncoder() if recipe.text_encoder == "pretrained"
-                            else TinyTextEncoder(recipe.text_encoder))
+            text_encoder = PretrainedTextEncoder() if text_config == "pretrained" else TinyTextEncoder(text_config)
         c = ae.config.latent_channels
         unet = UNet(replace(recipe.unet, in_channels=c, out_channels=c,
                             context_dim=None if text_encoder is None else text_encoder.context_dim))
-    check_parts(ae, unet, text_encoder, recipe.image_size)
+    check_parts(ae, unet, text_encoder, size)
+    # Data-parallel: process 0 encodes and caches first, then the others read its cache (or encode, elsewhere).
+    if not distributed.is_main_process():
+        distributed.barrier()
+    latents = cached_latents(ae, images, cache_dir or latent_cache_dir(), key)  # (n, C, h, w) on the CPU
+    if distributed.is_main_process():
+        distributed.barrier()
     denoiser = CaptionDenoiser(unet, text_encoder, captions, recipe.p_uncond, config.seed).to(device)
     schedule = NoiseSchedule.scaled_linear(recipe.num_steps).to(device)
     out = Path(out)
-    settings = {"preset": preset, "unconditional": unconditional, "num_images": n, "image_size": recipe.image_size,
+    settings = {"preset": preset, "unconditional": unconditional, "num_images": n, "image_size": size,
                 "p_uncond": recipe.p_uncond, "autoencoder_sha256": weights_hash(ae)}
+    if data is not None:  # (Shapes runs keep their settings as they were, so that they still resume)
+        settings["data"] = {k: data_record[k] for k in ("images_sha256", "captions_sha256")}
     _check_settings(out, settings, resume)
     start = time.time()
     result = train_diffusion(denoiser, latents, schedule, config, out=out, resume=resume, progress=progress,
                              until=until, conditioning=cond if text_encoder is not None else None,
-                             decode=ae.decode_latents)
+                             decode=ae.decode_latents, speed=speed)
+    if not distributed.is_main_process():  # process 0 writes the pipeline and the run's record
+        return result
     ema = result.ema_model
     trained_text = ema.text_encoder if ema.text_encoder is not None else text_encoder
-    LatentDiffusion(ae, ema.unet, schedule, trained_text, recipe.image_size).save_pretrained(out)
+    LatentDiffusion(ae, ema.unet, schedule, trained_text, size).save_pretrained(out)
     runs = json.loads((out / "run.json").read_text())["runs"] if resume and (out / "run.json").exists() else []
     runs.append({"preset": preset, "unconditional": unconditional, "device": str(device),
-                 "threads": torch.get_num_threads(), "num_images": n, "distinct_captions": len(captions),
+                 "threads": torch.get_num_threads(), "data": data_record, "image_size": size, "num_images": n,
+                 "distinct_captions": len(captions),
                  "steps_run": result.steps_run, "until_step": until or config.steps,
                  "wall_seconds": round(time.time() - start, 1), "train_seconds": round(result.train_seconds, 1),
                  "images_per_second": round(result.images_per_second, 1),
