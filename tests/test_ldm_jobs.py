@@ -79,6 +79,9 @@ def test_a_resume_with_other_settings_and_an_overwrite_are_refused(autoencoder, 
         train_ldm("tiny", out, CPU, autoencoder, cache_dir=None, **RUN)
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         train_ldm("huge", out, CPU, autoencoder)
+    with pytest.raises(ValueError, match=r"the full preset needs a 64x64 autoencoder, and none is shipped: train one "
+                                         r"first \(tinyldm train autoencoder --config full"):
+        train_ldm("full", tmp_path / "full", CPU)
 
 
 def test_a_second_run_reads_the_latent_cache(autoencoder, tmp_path, monkeypatch):

@@ -54,7 +54,7 @@ class LDMPreset:
     unet: UNetConfig  # the UNet; its in/out channels and context_dim are set from the autoencoder and text encoder
     text_encoder: TextEncoderConfig | str  # a TinyTextEncoder trained with the UNet, or "pretrained" (frozen)
     train: TrainConfig  # the loop's settings
-    autoencoder: str  # the frozen autoencoder: a shipped checkpoint's name or a folder
+    autoencoder: str | None  # the frozen autoencoder: a shipped checkpoint's name; None: train one first
     image_size: int  # side of the training images, in pixels
     num_images: int  # distinct training images (Shapes train split, seed 0); your own data uses all its pairs
     p_uncond: float = 0.1  # chance of training a caption as the empty one (Ho & Salimans 2022 use 0.1-0.2)
@@ -77,7 +77,7 @@ LDM_PRESETS = {
                                  attention_levels=(0, 1, 2), num_heads=8, dropout=0.1),
                       "pretrained",
                       TrainConfig(steps=100_000, batch_size=128, lr=1e-4, warmup_steps=1000, ema_decay=0.9999,
-                                  checkpoint_every=2000, sample_every=5000), "autoencoder-shapes-64", 64, 50_000),
+                                  checkpoint_every=2000, sample_every=5000), None, 64, 50_000),
 }
 
 
@@ -255,6 +255,11 @@ def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: s
     recipe = LDM_PRESETS[preset]
     config = replace(recipe.train, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size))
                                       if v is not None})
+    if autoencoder is None and recipe.autoencoder is None:
+        raise ValueError(f"the {preset} preset needs a {recipe.image_size}x{recipe.image_size} autoencoder, and none "
+                         f"is shipped: train one first (tinyldm train autoencoder --config {preset} --out "
+                         f"runs/autoencoder-{recipe.image_size}), then pass it (--autoencoder "
+                         f"runs/autoencoder-{recipe.image_size})")
     ae = _autoencoder(autoencoder if autoencoder is not None else recipe.autoencoder).to(device).eval()
     size = image_size or recipe.image_size
     images, item_captions, key, data_record = _training_data(data, size, num_images, recipe.num_images, strict,
