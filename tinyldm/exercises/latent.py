@@ -1,0 +1,112 @@
+"""Checkers for lesson 5, latent diffusion: the latent scale factor, the SNR the data really sees, and how many
+numbers the UNet denoises."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..schedule import NoiseSchedule
+from .checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+
+__all__ = ["scale_factor", "effective_snr", "latent_numbers", "check_scale_factor", "check_effective_snr",
+           "check_latent_numbers"]
+
+
+def scale_factor(z: Tensor) -> float:
+    """1 / std of every number of a latent batch (Rombach et al. 2022, Sec. 4.3.2): s * z has unit variance.
+
+    Args:
+        z: (N, C, h, w) unscaled latents.
+    """
+    return 1.0 / z.double().std().item()
+
+
+def effective_snr(schedule: NoiseSchedule, t: Tensor, data_std: float) -> Tensor:
+    """The signal-to-noise ratio of x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps when x0 has standard
+    deviation ``data_std``: alpha_bar_t * data_std^2 / (1 - alpha_bar_t) (Kingma et al. 2021, Eq. 1 for unit
+    data).
+
+    Args:
+        schedule: the noise schedule.
+        t: (K,) int64 steps.
+        data_std: the standard deviation of the data.
+    Returns:
+        (K,) float32 ratios.
+    """
+    return schedule.snr(t) * data_std**2
+
+
+def latent_numbers(image_size: int, factor: int, channels: int) -> int:
+    """Numbers in the latent of one image_size x image_size image: channels * (image_size / factor)^2."""
+    return channels * (image_size // factor) ** 2
+
+
+def _as_float(name: str, got: Any, hint: str) -> float:
+    if isinstance(got, Tensor):
+        if got.numel() != 1:
+            raise AssertionError(f"{name}: expected one number, got a tensor of shape {tuple(got.shape)}. "
+                                 f"Hint: {hint}")
+        return got.item()
+    if isinstance(got, (int, float)) and not isinstance(got, bool):
+        return float(got)
+    raise AssertionError(f"{name}: expected a number, got {type(got).__name__}. Hint: {hint}")
+
+
+def check_scale_factor(fn: Callable[[Tensor], Any]) -> None:
+    """Exercise: ``fn(z) -> float``, the one number s that gives a batch of latents (N, C, h, w) unit variance."""
+    name = "scale_factor"
+    gen = torch.Generator().manual_seed(5)
+    hint = ("one number for the whole batch: the standard deviation of every latent number together "
+            "(z.std(), not per channel), and s is its inverse, so that s * z has standard deviation 1")
+    # Channels of different spread and offset, like the shipped autoencoder's latents.
+    spreads = [torch.tensor([1.9, 1.2, 1.1, 1.3]), torch.tensor([5.0, 6.0, 4.5, 5.5])]
+    for spread in spreads:
+        z = torch.randn(256, 4, 8, 8, generator=gen) * spread[:, None, None] + 0.1
+        got = attempt(fn, z.clone())
+        if got is NOT_ATTEMPTED:
+            return not_attempted(name)
+        value, expected = _as_float(name, got, hint), scale_factor(z)
+        if abs(value - expected) > 1e-3 * expected:
+            raise AssertionError(f"{name}: for latents of standard deviation {1 / expected:.3f} the scale factor "
+                                 f"is {expected:.4f}, you returned {value:.4f}. Hint: {hint}")
+    return passed(name, "scale_factor * z has unit standard deviation, one number for all channels")
+
+
+def check_effective_snr(fn: Callable[[NoiseSchedule, Tensor, float], Tensor]) -> None:
+    """Exercise: ``fn(schedule, t, data_std) -> (K,)``, the SNR at steps t of data with standard deviation
+    ``data_std``."""
+    name = "effective_snr"
+    t = torch.tensor([0, 10, 250, 500, 900, 999])
+    for schedule in (NoiseSchedule.scaled_linear(1000), NoiseSchedule.cosine(1000)):
+        for data_std in (1.0, 1.4, 5.0):
+            got = attempt(fn, schedule, t.clone(), data_std)
+            if got is NOT_ATTEMPTED:
+                return not_attempted(name)
+            expect_close(
+                name, got, effective_snr(schedule, t, data_std), atol=1e-6,
+                hint="x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps: the signal's variance is "
+                "alpha_bar * data_std^2 and the noise's is 1 - alpha_bar; the SNR is their ratio "
+                "(variances, so data_std enters squared); schedule.alpha_bars[t] holds alpha_bar",
+            )
+    return passed(name, "data twice as spread has four times the SNR at every step")
+
+
+def check_latent_numbers(fn: Callable[[int, int, int], int]) -> None:
+    """Exercise: ``fn(image_size, factor, channels) -> int``, the numbers in one image's latent."""
+    name = "latent_numbers"
+    for image_size, factor, channels in [(32, 4, 4), (32, 8, 4), (64, 8, 4), (512, 8, 4), (1024, 8, 16),
+                                         (256, 4, 3)]:
+        got = attempt(fn, image_size, factor, channels)
+        if got is NOT_ATTEMPTED:
+            return not_attempted(name)
+        expected = latent_numbers(image_size, factor, channels)
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or got != expected:
+            raise AssertionError(
+                f"{name}: a {image_size}x{image_size} image at f = {factor} with {channels} latent channels "
+                f"has {expected:,} latent numbers, you returned {got!r}. Hint: f divides each side, so the "
+                f"grid is (image_size / f) x (image_size / f), with `channels` numbers at each position"
+            )
+    return passed(name, "channels * (image_size / f)^2: Stable Diffusion's 512 x 512 images are 16,384 numbers")
