@@ -18,7 +18,6 @@ from tinyldm.jobs import shapes_tensor
 from tinyldm.losses import AutoencoderLoss, AutoencoderLossConfig
 from tinyldm.ldm_jobs import CaptionDenoiser
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.speed import SpeedConfig
 from tinyldm.text import TextEncoderConfig, TinyTextEncoder
 from tinyldm.train import TrainConfig, seeded, train_diffusion
 from tinyldm.unet import UNet, UNetConfig
@@ -170,31 +169,6 @@ def test_torchrun_without_its_variables_is_explained(monkeypatch):
     with pytest.raises(ValueError, match="WORLD_SIZE=2 but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set: "
                                          "start several processes with torchrun"):
         distributed.local_rank()
-
-
-def test_speed_switches_leave_a_cpu_run_unchanged():
-    latents, cond = _data()
-    plain = train_diffusion(_denoiser(), latents, NoiseSchedule.linear(50), _config(steps=2), progress=False,
-                            conditioning=cond)
-    switched = train_diffusion(_denoiser(), latents, NoiseSchedule.linear(50), _config(steps=2), progress=False,
-                               conditioning=cond, speed=SpeedConfig(tf32=True, channels_last=True,
-                                                                    fused_adamw=True))
-    assert plain.losses == switched.losses
-    with pytest.raises(ValueError, match="SpeedConfig.data_on_device_mb must be >= 0"):
-        SpeedConfig(data_on_device_mb=-1).validate()
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: bf16 autocast and data kept on the GPU")
-def test_speed_switches_on_cuda_train_and_keep_data_on_the_gpu():
-    device = torch.device("cuda")
-    speed = SpeedConfig(tf32=True, channels_last=True, fused_adamw=True)
-    latents, cond = _data()
-    assert speed.place_data(latents, device).device.type == "cuda"
-    assert speed.place_data(latents, device) is not latents
-    assert SpeedConfig(data_on_device_mb=0).place_data(latents, device).is_pinned()
-    result = train_diffusion(_denoiser().to(device), latents, NoiseSchedule.linear(50).to(device),
-                             _config(steps=2), progress=False, conditioning=cond, speed=speed)
-    assert all(torch.isfinite(torch.tensor(result.losses)))
 
 
 def test_torchrun_trains_the_pixel_model_on_two_processes(tmp_path):
