@@ -1,7 +1,10 @@
-"""Settings shared by every unit test."""
+"""Settings and fixtures shared by the unit tests."""
 
 import pytest
 import torch
+
+from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
+from tinyldm.train import seeded
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -12,3 +15,27 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_autoencoder(tmp_path_factory):
+    """The folder of a fresh tiny autoencoder (training one is lesson 4's job, not these tests')."""
+    folder = tmp_path_factory.mktemp("autoencoder")
+    with seeded(0):
+        AutoencoderKL(AutoencoderConfig.tiny()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def write_idx():
+    """Writes extracted idx files as torchvision reads them from <root>/<Dataset>/raw (images uint8 (N, H, W))."""
+
+    def write(folder, prefix, images, labels):
+        folder.mkdir(parents=True, exist_ok=True)
+        n, h, w = images.shape
+        header = (2051).to_bytes(4, "big") + n.to_bytes(4, "big") + h.to_bytes(4, "big") + w.to_bytes(4, "big")
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.numpy().tobytes())
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            (2049).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.numpy().tobytes())
+
+    return write

@@ -331,18 +331,8 @@ def test_toy_2d_errors():
 # ---------------------------------------------------------------- MNIST / Fashion-MNIST
 
 
-def write_idx(folder, prefix, images, labels):
-    """Write extracted idx files as torchvision expects them in <root>/<Dataset>/raw (images uint8 (N, H, W))."""
-    folder.mkdir(parents=True, exist_ok=True)
-    n, h, w = images.shape
-    header = (2051).to_bytes(4, "big") + n.to_bytes(4, "big") + h.to_bytes(4, "big") + w.to_bytes(4, "big")
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.numpy().tobytes())
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
-        (2049).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.numpy().tobytes())
-
-
 @pytest.fixture
-def tiny_root(tmp_path, monkeypatch):
+def tiny_root(tmp_path, monkeypatch, write_idx):
     """A dataset root holding tiny extracted MNIST and FashionMNIST idx files; no mirror, no network needed."""
     monkeypatch.delenv("TINYLDM_DATASET_MIRROR", raising=False)
     images = torch.zeros(3, 28, 28, dtype=torch.uint8)

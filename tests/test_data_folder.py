@@ -10,13 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.cli import main
 from tinyldm.data import (ImageTextPairs, default_root, image_text_pairs, labelled_pairs, mnist,
                           read_image_folder, write_image_folder)
 from tinyldm.ldm import LatentDiffusion
 from tinyldm.perceptual import LPIPS_WEIGHTS_VAR
-from tinyldm.train import seeded
 
 RED, BLUE, GREEN, WHITE = (220, 40, 40), (40, 90, 220), (40, 170, 70), (255, 255, 255)
 
@@ -205,18 +203,8 @@ def test_folder_errors_name_the_folder_and_the_fix(tmp_path, monkeypatch):
         read_image_folder(tmp_path / "empty", 0)
 
 
-def write_idx(folder, prefix, images, labels):
-    """Extracted idx files as torchvision reads them from <root>/<Dataset>/raw (images uint8 (N, H, W))."""
-    folder.mkdir(parents=True, exist_ok=True)
-    n, h, w = images.shape
-    header = (2051).to_bytes(4, "big") + n.to_bytes(4, "big") + h.to_bytes(4, "big") + w.to_bytes(4, "big")
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.numpy().tobytes())
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
-        (2049).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.numpy().tobytes())
-
-
 @pytest.fixture
-def tiny_cache(tmp_path, monkeypatch):
+def tiny_cache(tmp_path, monkeypatch, write_idx):
     """TINYLDM_CACHE holding tiny extracted MNIST and FashionMNIST files (no mirror, no network)."""
     monkeypatch.delenv("TINYLDM_DATASET_MIRROR", raising=False)
     monkeypatch.setenv("TINYLDM_CACHE", str(tmp_path / "cache"))
@@ -288,14 +276,6 @@ def pets(tmp_path_factory):
         Image.new("RGB", (40, 30), (40 * k, 255 - 40 * k, 128)).save(folder / f"pet{k}.png")
         lines.append({"file": f"pet{k}.png", "caption": text})
     write_jsonl(folder, lines)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_autoencoder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("autoencoder")
-    with seeded(0):
-        AutoencoderKL(AutoencoderConfig.tiny()).save_pretrained(folder)
     return folder
 
 

@@ -7,22 +7,12 @@ import pytest
 import torch
 
 from tinyldm import latent_cache, ldm_jobs
-from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.ldm import LatentDiffusion
 from tinyldm.ldm_jobs import LDM_PRESETS, generate_ldm, load_ldm, train_ldm
 from tinyldm.train import seeded
 
 CPU = torch.device("cpu")
 RUN = dict(steps=4, batch_size=4, num_images=32, progress=False)
-
-
-@pytest.fixture(scope="module")
-def autoencoder(tmp_path_factory):
-    """A fresh tiny autoencoder saved to a folder (training one is lesson 4's job, not this test's)."""
-    folder = tmp_path_factory.mktemp("autoencoder")
-    with seeded(0):
-        AutoencoderKL(AutoencoderConfig.tiny()).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(autouse=True)
@@ -35,10 +25,10 @@ def tiny_preset(monkeypatch):
         train=dataclasses.replace(recipe.train, checkpoint_every=2, sample_every=2, sample_steps=2, num_samples=4)))
 
 
-def test_a_run_stopped_and_resumed_equals_an_uninterrupted_one(autoencoder, tmp_path):
-    whole = train_ldm("tiny", tmp_path / "whole", CPU, autoencoder, cache_dir=tmp_path / "cache", **RUN)
-    train_ldm("tiny", tmp_path / "split", CPU, autoencoder, cache_dir=tmp_path / "cache", until=3, **RUN)
-    resumed = train_ldm("tiny", tmp_path / "split", CPU, autoencoder, cache_dir=tmp_path / "cache", resume=True,
+def test_a_run_stopped_and_resumed_equals_an_uninterrupted_one(tiny_autoencoder, tmp_path):
+    whole = train_ldm("tiny", tmp_path / "whole", CPU, tiny_autoencoder, cache_dir=tmp_path / "cache", **RUN)
+    train_ldm("tiny", tmp_path / "split", CPU, tiny_autoencoder, cache_dir=tmp_path / "cache", until=3, **RUN)
+    resumed = train_ldm("tiny", tmp_path / "split", CPU, tiny_autoencoder, cache_dir=tmp_path / "cache", resume=True,
                         **RUN)
     assert resumed.steps_run == 1 and resumed.losses == whole.losses  # bit for bit, caption dropout included
     a = LatentDiffusion.from_pretrained(tmp_path / "whole")
@@ -50,8 +40,8 @@ def test_a_run_stopped_and_resumed_equals_an_uninterrupted_one(autoencoder, tmp_
     assert (tmp_path / "whole" / "samples" / "step_000004.png").is_file()
 
 
-def test_the_run_folder_is_a_pipeline_that_generates(autoencoder, tmp_path):
-    train_ldm("tiny", tmp_path / "run", CPU, autoencoder, cache_dir=None, **RUN)
+def test_the_run_folder_is_a_pipeline_that_generates(tiny_autoencoder, tmp_path):
+    train_ldm("tiny", tmp_path / "run", CPU, tiny_autoencoder, cache_dir=None, **RUN)
     ldm = load_ldm(tmp_path / "run")
     assert ldm.text_encoder is not None and ldm.latent_shape == (4, 8, 8)
     images, frames, labels = generate_ldm(ldm, "a small blue square on the left", num_images=2, steps=4, frames=2,
@@ -62,37 +52,37 @@ def test_the_run_folder_is_a_pipeline_that_generates(autoencoder, tmp_path):
         generate_ldm(ldm, "a small blue dragon", num_images=1, steps=2, progress=False)
 
 
-def test_unconditional_latent_diffusion_trains_without_a_text_encoder(autoencoder, tmp_path):
-    train_ldm("tiny", tmp_path / "run", CPU, autoencoder, unconditional=True, cache_dir=None, **RUN)
+def test_unconditional_latent_diffusion_trains_without_a_text_encoder(tiny_autoencoder, tmp_path):
+    train_ldm("tiny", tmp_path / "run", CPU, tiny_autoencoder, unconditional=True, cache_dir=None, **RUN)
     ldm = load_ldm(tmp_path / "run")
     assert ldm.text_encoder is None and ldm.unet.config.context_dim is None
     images, _, _ = generate_ldm(ldm, None, num_images=3, steps=2, progress=False)
     assert images.shape == (3, 3, 32, 32)
 
 
-def test_a_resume_with_other_settings_and_an_overwrite_are_refused(autoencoder, tmp_path):
+def test_a_resume_with_other_settings_and_an_overwrite_are_refused(tiny_autoencoder, tmp_path):
     out = tmp_path / "run"
-    train_ldm("tiny", out, CPU, autoencoder, cache_dir=None, until=2, **RUN)
+    train_ldm("tiny", out, CPU, tiny_autoencoder, cache_dir=None, until=2, **RUN)
     with pytest.raises(ValueError, match="unconditional: saved False, now True"):
-        train_ldm("tiny", out, CPU, autoencoder, unconditional=True, resume=True, cache_dir=None, **RUN)
+        train_ldm("tiny", out, CPU, tiny_autoencoder, unconditional=True, resume=True, cache_dir=None, **RUN)
     with pytest.raises(FileExistsError, match="already holds a run"):
-        train_ldm("tiny", out, CPU, autoencoder, cache_dir=None, **RUN)
+        train_ldm("tiny", out, CPU, tiny_autoencoder, cache_dir=None, **RUN)
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
-        train_ldm("huge", out, CPU, autoencoder)
+        train_ldm("huge", out, CPU, tiny_autoencoder)
     with pytest.raises(ValueError, match=r"the full preset needs a 64x64 autoencoder, and none is shipped: train one "
                                          r"first \(tinyldm train autoencoder --config full"):
         train_ldm("full", tmp_path / "full", CPU)
 
 
-def test_a_second_run_reads_the_latent_cache(autoencoder, tmp_path, monkeypatch):
-    train_ldm("tiny", tmp_path / "a", CPU, autoencoder, cache_dir=tmp_path / "cache", **{**RUN, "steps": 1})
+def test_a_second_run_reads_the_latent_cache(tiny_autoencoder, tmp_path, monkeypatch):
+    train_ldm("tiny", tmp_path / "a", CPU, tiny_autoencoder, cache_dir=tmp_path / "cache", **{**RUN, "steps": 1})
     assert len(list((tmp_path / "cache").glob("latents-*.safetensors"))) == 1
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("the dataset was encoded again")
 
     monkeypatch.setattr(latent_cache, "encode_dataset", no_encoding)
-    train_ldm("tiny", tmp_path / "b", CPU, autoencoder, cache_dir=tmp_path / "cache", **{**RUN, "steps": 1})
+    train_ldm("tiny", tmp_path / "b", CPU, tiny_autoencoder, cache_dir=tmp_path / "cache", **{**RUN, "steps": 1})
     assert ldm_jobs.SETTINGS_NAME in {p.name for p in (tmp_path / "b").iterdir()}
 
 
@@ -144,22 +134,22 @@ def folder(tmp_path):
     return path
 
 
-def test_the_latent_cache_of_a_folder_follows_its_pictures(autoencoder, folder, tmp_path, monkeypatch):
+def test_the_latent_cache_of_a_folder_follows_its_pictures(tiny_autoencoder, folder, tmp_path, monkeypatch):
     from PIL import Image
 
     run = {**RUN, "steps": 1, "num_images": None}
-    train_ldm("tiny", tmp_path / "a", CPU, autoencoder, cache_dir=tmp_path / "cache", data=folder, **run)
-    train_ldm("tiny", tmp_path / "b", CPU, autoencoder, cache_dir=tmp_path / "cache", data=folder, **run)
+    train_ldm("tiny", tmp_path / "a", CPU, tiny_autoencoder, cache_dir=tmp_path / "cache", data=folder, **run)
+    train_ldm("tiny", tmp_path / "b", CPU, tiny_autoencoder, cache_dir=tmp_path / "cache", data=folder, **run)
     assert len(list((tmp_path / "cache").glob("latents-*.safetensors"))) == 1  # the same pictures: one entry
     Image.new("RGB", (40, 30), (255, 255, 255)).save(folder / "2.png")  # same name, same size, other pixels
     encoded = []
     monkeypatch.setattr(latent_cache, "encode_dataset", lambda ae, images, *a: encoded.append(images) or
                         torch.zeros(images.shape[0], 4, 8, 8))
-    train_ldm("tiny", tmp_path / "c", CPU, autoencoder, cache_dir=tmp_path / "cache", data=folder, **run)
+    train_ldm("tiny", tmp_path / "c", CPU, tiny_autoencoder, cache_dir=tmp_path / "cache", data=folder, **run)
     assert len(encoded) == 1 and (encoded[0][2] == 1).all()  # encoded afresh, with the new picture
     assert len(list((tmp_path / "cache").glob("latents-*.safetensors"))) == 2
     with pytest.raises(ValueError, match="data: saved .*images_sha256"):
-        train_ldm("tiny", tmp_path / "a", CPU, autoencoder, cache_dir=None, data=folder, resume=True,
+        train_ldm("tiny", tmp_path / "a", CPU, tiny_autoencoder, cache_dir=None, data=folder, resume=True,
                   **{**run, "steps": 2})
 
 
@@ -189,7 +179,7 @@ def test_a_frozen_encoder_encodes_many_captions_in_chunks(monkeypatch):
     torch.testing.assert_close(denoiser.contexts[whole_mask], whole[whole_mask])  # the padding is not compared
 
 
-def test_the_pretrained_encoder_trains_nothing_for_text(autoencoder, folder, tmp_path, monkeypatch):
+def test_the_pretrained_encoder_trains_nothing_for_text(tiny_autoencoder, folder, tmp_path, monkeypatch):
     import os
 
     from tinyldm.text import TEXT_ENCODER_VAR, PretrainedTextEncoder
@@ -203,7 +193,7 @@ def test_the_pretrained_encoder_trains_nothing_for_text(autoencoder, folder, tmp
     monkeypatch.setattr(ldm_jobs, "caption_text_config", no_tokenizer)
     recipe = LDM_PRESETS["tiny"]
     monkeypatch.setitem(LDM_PRESETS, "tiny", dataclasses.replace(recipe, text_encoder="pretrained"))
-    train_ldm("tiny", tmp_path / "run", CPU, autoencoder, cache_dir=None, data=folder,
+    train_ldm("tiny", tmp_path / "run", CPU, tiny_autoencoder, cache_dir=None, data=folder,
               **{**RUN, "steps": 1, "num_images": None})
     ldm = load_ldm(tmp_path / "run")
     assert isinstance(ldm.text_encoder, PretrainedTextEncoder) and ldm.unet.config.context_dim == 384
