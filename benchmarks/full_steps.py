@@ -36,6 +36,7 @@ from tinyldm.ldm import check_parts
 from tinyldm.ldm_jobs import LDM_PRESETS, CaptionDenoiser
 from tinyldm.losses import LPIPS, AutoencoderLoss
 from tinyldm.schedule import NoiseSchedule
+from tinyldm.speed import SpeedConfig
 from tinyldm.text import shapes_captions
 from tinyldm.train import _dropout_rng, seeded  # the loops' own: dropout draws from a generator-seeded global RNG
 from tinyldm.unet import UNet
@@ -69,33 +70,34 @@ def _check(value: torch.Tensor, what: str) -> None:
         raise FloatingPointError(f"the {what} became {number} in the benchmark")
 
 
-def _adamw(params, lr: float, weight_decay: float, fused: bool, betas=(0.9, 0.999)) -> torch.optim.AdamW:
-    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused or None)
+def _speed(s: dict[str, bool]) -> SpeedConfig:
+    """The training loops' own switches (``tinyldm.speed``), as ``tinyldm train ... --tf32 ...`` sets them."""
+    return SpeedConfig(bf16=s["bf16"], tf32=s["tf32"], channels_last=s["channels_last"],
+                       fused_adamw=s["fused_adamw"], compile=s["compile"],
+                       data_on_device_mb=SpeedConfig.data_on_device_mb if s["data_on_device"] else 0.0)
 
 
-def _sampler(data: torch.Tensor, batch: int, device: torch.device, s: dict[str, bool]):
+def _sampler(data: torch.Tensor, batch: int, device: torch.device, speed: SpeedConfig):
     """A function that draws a (B, C, H, W) batch from ``data`` with replacement, as the loops do, and its indices."""
-    data = data.to(device) if s["data_on_device"] else data
+    data = speed.place_data(data, device)
     data_gen = torch.Generator().manual_seed(0)
 
     def draw() -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.randint(0, data.shape[0], (batch,), generator=data_gen)
-        x = data[index].to(device, non_blocking=True)
-        return (x.contiguous(memory_format=torch.channels_last) if s["channels_last"] else x), index
+        return speed.format_batch(data[index.to(data.device)].to(device, non_blocking=True)), index
     return draw
 
 
-def _diffusion(model, unet: UNet, data, conditioning, schedule, config, batch, device, s) -> Bench:
-    """The step of ``train_diffusion`` for ``model``, whose network ``unet`` is what compiles."""
-    if s["channels_last"]:
-        model.to(memory_format=torch.channels_last)
+def _diffusion(model, data, conditioning, schedule, config, batch, device, s) -> Bench:
+    """The step of ``train_diffusion`` for ``model``, with the loop's speed switches (``SpeedConfig``)."""
+    speed = _speed(s)
     ema = EMA(model, config.ema_decay)
-    optimizer = _adamw(model.parameters(), config.lr, config.weight_decay, s["fused_adamw"])
-    if s["compile"]:
-        unet.compile()
-    draw = _sampler(data, batch, device, s)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  **speed.adamw_options(device))
+    network = speed.prepare_model(model, device)
+    draw = _sampler(data, batch, device, speed)
     noise_gen = torch.Generator(device).manual_seed(1)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=s["bf16"])
+    autocast = speed.autocast(device)
 
     def cond_of(index: torch.Tensor) -> dict[str, torch.Tensor]:
         return {} if conditioning is None else {"cond": conditioning[index].to(device, non_blocking=True)}
@@ -103,7 +105,7 @@ def _diffusion(model, unet: UNet, data, conditioning, schedule, config, batch, d
     def step() -> None:
         x0, index = draw()
         with autocast, _dropout_rng(noise_gen, device):
-            loss = diffusion_loss(model, x0, schedule, generator=noise_gen, conditioning=cond_of(index))
+            loss = diffusion_loss(network, x0, schedule, generator=noise_gen, conditioning=cond_of(index))
         _check(loss, "loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -115,7 +117,7 @@ def _diffusion(model, unet: UNet, data, conditioning, schedule, config, batch, d
         x0, index = draw()
         t = torch.randint(0, schedule.num_steps, (batch,), generator=noise_gen, device=device)  # (B,)
         with autocast, torch.no_grad():
-            model(x0, t, **cond_of(index))
+            network(x0, t, **cond_of(index))
     return Bench(step, forward, sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
@@ -125,7 +127,7 @@ def _pixel(batch: int, device: torch.device, s: dict[str, bool]) -> Bench:
         unet = UNet(recipe.unet).to(device)
     data = shapes_tensor(batch, recipe.image_size)  # (B, 3, 64, 64) on the CPU, as train_pixel keeps it
     schedule = NoiseSchedule.cosine(recipe.num_steps).to(device)
-    return _diffusion(unet, unet, data, None, schedule, recipe.train, batch, device, s)
+    return _diffusion(unet, data, None, schedule, recipe.train, batch, device, s)
 
 
 class RandomContexts(torch.nn.Module):
@@ -155,7 +157,7 @@ def _latent(batch: int, device: torch.device, s: dict[str, bool]) -> Bench:
     cond = torch.randint(0, len(captions), (batch,), generator=torch.Generator().manual_seed(0))  # (B,)
     denoiser = CaptionDenoiser(unet, text, captions, recipe.p_uncond).to(device)
     schedule = NoiseSchedule.scaled_linear(recipe.num_steps).to(device)
-    bench = _diffusion(denoiser, unet, latents, cond, schedule, recipe.train, batch, device, s)
+    bench = _diffusion(denoiser, latents, cond, schedule, recipe.train, batch, device, s)
     bench.notes.append(f"latent: the UNet on {tuple(latents.shape[1:])} latents of {recipe.image_size}x"
                        f"{recipe.image_size} images; random text contexts (L={CONTEXT_LENGTH}, D={CONTEXT_DIM}) "
                        "stand in for the frozen MiniLM's, which is neither loaded nor counted")
@@ -177,13 +179,16 @@ def _autoencoder(batch: int, device: torch.device, s: dict[str, bool]) -> Bench:
     if s["channels_last"]:
         model.to(memory_format=torch.channels_last)
         loss.to(memory_format=torch.channels_last)
+    speed = _speed(s)
+    speed.apply_precision(device)
     ema = EMA(model, cfg.ema_decay)
-    opt_g = _adamw(model.parameters(), cfg.lr, cfg.weight_decay, s["fused_adamw"], cfg.betas)
-    opt_d = _adamw(disc.parameters(), cfg.disc_lr, cfg.weight_decay, s["fused_adamw"], cfg.betas)
+    opt_g, opt_d = (torch.optim.AdamW(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                                      **speed.adamw_options(device))
+                    for params, lr in ((model.parameters(), cfg.lr), (disc.parameters(), cfg.disc_lr)))
     if s["compile"]:  # the parts, not the whole: the posterior sample's generator would break the graph
         for network in (model.encoder, model.decoder, disc):
             network.compile()
-    draw = _sampler(shapes_tensor(batch, recipe.image_size), batch, device, s)
+    draw = _sampler(shapes_tensor(batch, recipe.image_size), batch, device, speed)
     noise_gen = torch.Generator(device).manual_seed(1)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=s["bf16"])
     gan_step = loss_config.disc_start  # the GAN term and the discriminator are on from here
@@ -221,6 +226,4 @@ def build(config: str, batch: int, device: torch.device, switches: dict[str, boo
     """The training step of ``config`` ("autoencoder", "pixel" or "latent") at ``batch`` images, on ``device``."""
     if config not in CONFIGS:
         raise ValueError(f"unknown config {config!r}; use one of {CONFIGS}")
-    if switches["tf32"]:
-        torch.set_float32_matmul_precision("high")
     return {"autoencoder": _autoencoder, "pixel": _pixel, "latent": _latent}[config](batch, device, switches)

@@ -62,6 +62,7 @@ GPU_BF16_PEAK_TFLOPS = ((r"H100.*PCIe", 756.0), (r"H100.*(HBM3|SXM)", 989.4), (r
                         (r"A100", 312.0), (r"\bL4\b", 121.0), (r"RTX 4090", 165.2))
 CPU_SKIPS = {"bf16": "the training loops autocast to bf16 only on CUDA",
              "tf32": "TF32 is a mode of NVIDIA tensor cores",
+             "channels_last": "the training loops switch to channels_last only on CUDA",
              "fused_adamw": "the fused AdamW kernel measured here is the CUDA one",
              "data_on_device": "the training tensor is on the CPU already"}
 

@@ -81,7 +81,14 @@ class SpeedConfig:
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         if self.compile:
             network = torch.compile(network)
+        self.apply_precision(device)
+        return network
+
+    def apply_precision(self, device: torch.device) -> None:
+        """Let float32 matmuls and convolutions run on TF32 tensor cores when ``tf32`` and ``device`` is CUDA.
+
+        PyTorch's precision settings belong to the process, not to a model: this changes them for the rest of it.
+        """
         if self.tf32 and device.type == "cuda":
             torch.backends.cuda.matmul.fp32_precision = "tf32"
             torch.backends.cudnn.conv.fp32_precision = "tf32"
-        return network
