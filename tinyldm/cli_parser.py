@@ -1,0 +1,185 @@
+"""The ``tinyldm`` command's arguments: every subcommand, its options, their defaults and their help."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from tinyldm.schedule import NoiseSchedule
+
+__all__ = ["SCHEDULES", "build_parser"]
+
+SCHEDULES = {
+    "linear": NoiseSchedule.linear,
+    "cosine": NoiseSchedule.cosine,
+    "scaled_linear": NoiseSchedule.scaled_linear,
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinyldm", description="tinyldm: the jobs of the latent diffusion course, from a terminal."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def forward_options(sub: argparse.ArgumentParser, out_default: str | None) -> None:
+        sub.add_argument("--out", type=Path, default=out_default, required=out_default is None,
+                         help="folder for the pictures" + (f" (default {out_default})" if out_default else ""))
+        sub.add_argument("--num-images", type=_positive_int, default=4, help="Shapes images to noise (default 4)")
+        sub.add_argument("--size", type=_positive_int, default=32, help="image side in pixels (default 32)")
+        sub.add_argument("--schedule", choices=sorted(SCHEDULES), default="linear", help="beta schedule")
+        sub.add_argument("--num-steps", type=_positive_int, default=1000, help="T, the chain's length")
+        sub.add_argument("--seed", type=int, default=0, help="seed for the images and the noise (default 0)")
+        sub.add_argument("--frames", type=_positive_int, default=40, help="frames in the GIF (default 40)")
+
+    forward_options(commands.add_parser(
+        "forward", help="render the forward noising chain of a few Shapes images (strip, GIF, schedules)"), None)
+
+    def device_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--device", default=None, help="cpu, cuda, mps ... (default: cuda > mps > cpu)")
+        sub.add_argument("--threads", type=_positive_int, default=None,
+                         help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
+
+    train = commands.add_parser("train", help="train a model (see tinyldm train pixel --help)")
+    models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
+
+    def run_options(sub: argparse.ArgumentParser, holds: str, batch: str = "images") -> None:
+        """The options every preset-based training command shares."""
+        sub.add_argument("--config", choices=("tiny", "small", "full"), default="small",
+                         help="preset: tiny (minutes), small (the shipped 32x32 model), full (64x64, a GPU)")
+        sub.add_argument("--out", type=Path, required=True, help=f"run folder: {holds}")
+        sub.add_argument("--steps", type=_positive_int, default=None, help="optimiser steps (default: the preset's)")
+        sub.add_argument("--batch-size", type=_positive_int, default=None, help=f"{batch} per step")
+        sub.add_argument("--num-images", type=_positive_int, default=None,
+                         help="distinct training images (default: the preset's Shapes, or every picture of --data)")
+        sub.add_argument("--data", default=None, metavar="DIR|mnist|fashion-mnist",
+                         help="train on your own pictures: a folder with captions.jsonl (or captions.csv) naming "
+                              "each one, or mnist / fashion-mnist (default: Shapes; see data/README.md)")
+        sub.add_argument("--image-size", type=_positive_int, default=None,
+                         help="image side in pixels: pictures are resized and centre-cropped to it (default: the "
+                              "preset's, 32 or 64)")
+        sub.add_argument("--strict", action="store_true",
+                         help="stop at the first unreadable or uncaptioned picture of --data instead of skipping it")
+        sub.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+        device_options(sub)
+
+    def speed_options(sub: argparse.ArgumentParser) -> None:
+        """GPU speed switches of the diffusion training loop (tinyldm.speed); the CPU ignores all but --compile."""
+        group = sub.add_argument_group("speed on a GPU (see tinyldm.speed)")
+        group.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32 on CUDA")
+        group.add_argument("--tf32", action="store_true", help="TF32 tensor cores for float32 matmuls on CUDA")
+        group.add_argument("--channels-last", action="store_true", help="NHWC memory layout on CUDA")
+        group.add_argument("--fused-adamw", action="store_true", help="AdamW's fused CUDA kernel")
+        group.add_argument("--compile", action="store_true", help="torch.compile the network (compiles first)")
+
+    pixel = models.add_parser("pixel", help="a pixel-space diffusion UNet on Shapes (lesson 3)")
+    run_options(pixel, "model, checkpoints, loss log, samples")
+    speed_options(pixel)
+    autoencoder = models.add_parser("autoencoder", help="a KL autoencoder for latent diffusion (lesson 4)")
+    run_options(autoencoder, "model, checkpoints, loss log, reconstructions")
+    autoencoder.add_argument("--factor", type=int, choices=(2, 4, 8), default=None,
+                             help="down-sampling factor f: latents are (H/f, W/f) (default: the preset's, 4 or 8)")
+    ldm = models.add_parser("ldm", help="a text-to-image latent diffusion model on Shapes (lessons 5-6)")
+    run_options(ldm, "the pipeline (autoencoder/, unet/, text_encoder/), checkpoints, loss log", batch="latents")
+    speed_options(ldm)
+    ldm.add_argument("--autoencoder", type=Path, default=None,
+                     help="folder of the frozen autoencoder (default: the preset's, data/checkpoints/"
+                          "autoencoder-shapes for tiny and small)")
+    ldm.add_argument("--unconditional", action="store_true",
+                     help="no text encoder and no cross-attention: unconditional latent diffusion (lesson 5)")
+    judge = models.add_parser("judge", help="the Shapes judge classifier that tinyldm evaluate uses")
+    judge.add_argument("--out", type=Path, required=True, help="folder for the judge")
+    judge.add_argument("--steps", type=_positive_int, default=1000, help="optimiser steps (default 1000)")
+    judge.add_argument("--num-images", type=_positive_int, default=8192, help="real training images (default 8192)")
+    judge.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    device_options(judge)
+
+    def sampler_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
+                         help="ddpm: ancestral (stochastic, the default); ddim: deterministic (eta = 0)")
+        sub.add_argument("--steps", type=_positive_int, default=100,
+                         help="network calls per image (default 100); ddpm with --steps 1000 is the full chain")
+
+    demo = commands.add_parser("demo", help="the course's showcase: text to image for four captions, two of them "
+                                            "never seen in training")
+    demo.add_argument("--out", type=Path, default=Path("outputs/demo"), help="folder for the pictures "
+                      "(default outputs/demo)")
+    demo.add_argument("--checkpoint", type=Path, default=None,
+                      help="pipeline folder (default: the shipped data/checkpoints/ldm-shapes)")
+    demo.add_argument("--num-images", type=_positive_int, default=4, help="images per caption (default 4)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    demo.add_argument("--steps", type=_positive_int, default=50, help="deterministic DDIM steps (default 50)")
+    device_options(demo)
+
+    sample = commands.add_parser("sample", help="draw images from a trained pixel model: PNGs, a grid, a GIF")
+    sample.add_argument("--checkpoint", type=Path, default=None,
+                        help="model folder (default: the shipped data/checkpoints/pixel-shapes)")
+    sample.add_argument("--num-images", type=_positive_int, default=16, help="images to draw (default 16)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    sample.add_argument("--out", type=Path, required=True, help="folder for the pictures")
+    sampler_options(sample)
+    device_options(sample)
+
+    generate = commands.add_parser("generate", help="text to image with a latent diffusion model: PNGs, a grid, "
+                                                    "a GIF of the reverse process")
+    generate.add_argument("--prompt", default=None,
+                          help="what to draw, e.g. 'a large red circle at the top left' (leave out for an "
+                               "unconditional model)")
+    generate.add_argument("--checkpoint", type=Path, default=None,
+                          help="pipeline folder (default: the shipped data/checkpoints/ldm-shapes)")
+    generate.add_argument("--num-images", type=_positive_int, default=16, help="images to draw (default 16)")
+    generate.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    generate.add_argument("--guidance-scale", type=_non_negative_float, default=3.0,
+                          help="classifier-free guidance scale: 1 = none, larger follows the prompt more closely, "
+                               "0 = ignore it (default 3)")
+    generate.add_argument("--out", type=Path, required=True, help="folder for the pictures")
+    sampler_options(generate)
+    device_options(generate)
+
+    evaluate = commands.add_parser("evaluate", help="judge a pixel model's samples: validity, frequencies, FID")
+    evaluate.add_argument("--checkpoint", type=Path, default=None,
+                          help="model folder (default: the shipped data/checkpoints/pixel-shapes)")
+    evaluate.add_argument("--judge", type=Path, default=None,
+                          help="judge folder (default: the shipped data/checkpoints/judge-shapes)")
+    evaluate.add_argument("--num-images", type=_positive_int, default=512, help="images to generate (default 512)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    sampler_options(evaluate)
+    evaluate.add_argument("--out", type=Path, default=None, help="also write metrics.json and samples.png here")
+    device_options(evaluate)
+
+    rec = commands.add_parser("reconstruct", help="encode and decode fresh Shapes images with an autoencoder and "
+                                                  "score the reconstructions: PSNR, LPIPS, judge agreement, FID")
+    rec.add_argument("--checkpoint", type=Path, default=None,
+                     help="autoencoder folder (default: the shipped data/checkpoints/autoencoder-shapes)")
+    rec.add_argument("--judge", type=Path, default=None,
+                     help="judge folder (default: the shipped data/checkpoints/judge-shapes)")
+    rec.add_argument("--num-images", type=_positive_int, default=512,
+                     help="test-split images to reconstruct (default 512, at least 2)")
+    rec.add_argument("--seed", type=int, default=1, help="seed of the test-split images (default 1)")
+    rec.add_argument("--size", type=_positive_int, default=32, help="image side in pixels (default 32)")
+    rec.add_argument("--no-lpips", action="store_true",
+                     help="skip LPIPS (it needs torchvision's AlexNet weights: online, or $TINYLDM_LPIPS_WEIGHTS)")
+    rec.add_argument("--out", type=Path, required=True, help="folder for reconstructions.png and metrics.json")
+    device_options(rec)
+    return parser
