@@ -220,8 +220,9 @@ def train_diffusion(
     device = next(model.parameters()).device
     main = distributed.is_main_process()
     out = Path(out) if out is not None else None
-    data, conditioning = speed.place_data(data, device), None if conditioning is None else \
-        speed.place_data(conditioning, device)
+    data = speed.place_data(data, device)
+    if conditioning is not None:
+        conditioning = speed.place_data(conditioning, device)
     data_gen = torch.Generator().manual_seed(config.seed)  # batch indices: always on the CPU
     noise_gen = torch.Generator(device).manual_seed(config.seed + 1)  # t, eps and dropout seeds
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
