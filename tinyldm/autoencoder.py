@@ -79,6 +79,17 @@ class AutoencoderConfig:
         """f: the image side divided by the latent side."""
         return 2 ** (len(self.channel_mults) - 1)
 
+    def check_image_size(self, height: int, width: int | None = None) -> None:
+        """Raise ValueError, naming the size and the nearest one that works, unless the encoder can halve an image
+        of ``height`` x ``width`` (square when ``width`` is None) log2(f) times."""
+        f, width = self.downsampling_factor, height if width is None else width
+        if height < f or width < f or height % f or width % f:
+            size = f"{height}" if height == width else f"{height}x{width}"
+            fix = [max(f, -(-side // f) * f) for side in (height, width)]
+            fix_text = f"{fix[0]}" if height == width else f"{fix[0]}x{fix[1]}"
+            raise ValueError(f"image size {size} is not a multiple of {f}: the autoencoder downsamples "
+                             f"{len(self.channel_mults) - 1} times; use {fix_text}")
+
     def validate(self) -> None:
         """Raise ValueError naming the first field that cannot build an autoencoder, and how to fix it."""
         for name in ("in_channels", "latent_channels", "base_channels", "blocks_per_level", "groups", "num_heads"):
@@ -268,13 +279,7 @@ class AutoencoderKL(PretrainedMixin, nn.Module):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"images must have shape (B, {cfg.in_channels}, H, W), got {shape}; the autoencoder "
                              f"was built for {cfg.in_channels} channels (AutoencoderConfig.in_channels)")
-        f = cfg.downsampling_factor
-        H, W = x.shape[-2:]
-        if H % f or W % f:
-            size = f"{H}" if H == W else f"{H}x{W}"
-            fix = f"{-(-H // f) * f}" if H == W else f"{-(-H // f) * f}x{-(-W // f) * f}"
-            raise ValueError(f"image size {size} is not a multiple of {f}: the autoencoder downsamples "
-                             f"{len(cfg.channel_mults) - 1} times; use {fix}")
+        cfg.check_image_size(*x.shape[-2:])
 
     def encode(self, x: Tensor) -> DiagonalGaussian:
         """q(z|x) for images ``x``.

@@ -96,10 +96,8 @@ def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device,
     config = replace(recipe.train, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size))
                                       if v is not None})
     model_config = recipe.autoencoder if factor is None else recipe.autoencoder.with_factor(factor)
-    size, f = image_size or recipe.image_size, model_config.downsampling_factor
-    if size % f:  # checked before the run folder is made (the model would say the same at its first step)
-        raise ValueError(f"image size {size} is not a multiple of {f}: the autoencoder downsamples "
-                         f"{len(model_config.channel_mults) - 1} times; use {-(-size // f) * f}")
+    size = image_size or recipe.image_size
+    model_config.check_image_size(size)  # before the run folder is made, not at the model's first step
     if recipe.loss.perceptual_weight > 0 and size < _LPIPS_MIN_SIZE:
         raise ValueError(f"image size {size} is too small for the {preset} preset's LPIPS loss: its AlexNet features "
                          f"need at least {_LPIPS_MIN_SIZE} pixels; use an image size of 32 or more")

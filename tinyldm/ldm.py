@@ -59,10 +59,10 @@ def check_parts(autoencoder: AutoencoderKL, unet: UNet, text_encoder: TextEncode
                              f"{c} channels (AutoencoderConfig.latent_channels); build the UNet with "
                              f"UNetConfig(in_channels={c}, out_channels={c})")
     f = autoencoder.downsampling_factor
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < f or image_size % f:
-        fix = max(f, -(-image_size // f) * f) if isinstance(image_size, int) else 32
-        raise ValueError(f"image size {image_size} is not a multiple of {f}: the autoencoder downsamples "
-                         f"{len(autoencoder.config.channel_mults) - 1} times; use {fix}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int):
+        raise ValueError(f"image size {image_size!r} is not a multiple of {f}: the autoencoder downsamples "
+                         f"{len(autoencoder.config.channel_mults) - 1} times; use 32")
+    autoencoder.config.check_image_size(image_size)
     side, k = image_size // f, 2 ** unet.config.num_downsamples
     if side % k:
         raise ValueError(f"the latents are {side}x{side} (image size {image_size} / f = {f}), not a multiple of {k}: "
