@@ -9,7 +9,6 @@ for 64x64 images on a GPU (f = 8, the factor of Stable Diffusion's autoencoder: 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from .autoencoder_training import AutoencoderTrainConfig, AutoencoderTrainResult
 from .evaluate import Judge, evaluate_reconstructions
 from .jobs import check_resumed_data, shapes_tensor, training_images
 from .losses import AutoencoderLoss, AutoencoderLossConfig
+from .run_folder import append_run_record
 from .train import seeded
 
 __all__ = ["AutoencoderPreset", "AUTOENCODER_PRESETS", "train_autoencoder_preset", "load_autoencoder",
@@ -114,16 +114,15 @@ def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device,
     result = train_autoencoder(model, loss, images, config, out=out, resume=resume, progress=progress)
     if not distributed.is_main_process():  # process 0 writes the run's record
         return result
-    runs = json.loads((out / "run.json").read_text())["runs"] if resume and (out / "run.json").exists() else []
     last = result.records[-100:]
-    runs.append({"preset": preset, "factor": model_config.downsampling_factor, "device": str(device),
-                 "threads": torch.get_num_threads(), "data": data_record, "image_size": size, "num_images": n,
-                 "steps_run": result.steps_run,
-                 "until_step": config.steps, "wall_seconds": round(time.time() - start, 1),
-                 "train_seconds": round(result.train_seconds, 1),
-                 "images_per_second": round(result.images_per_second, 1), "scale_factor": result.scale_factor,
-                 "final_loss_mean_100": sum(r["loss"] for r in last) / len(last)})
-    (out / "run.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    record = {"preset": preset, "factor": model_config.downsampling_factor, "device": str(device),
+              "threads": torch.get_num_threads(), "data": data_record, "image_size": size, "num_images": n,
+              "steps_run": result.steps_run,
+              "until_step": config.steps, "wall_seconds": round(time.time() - start, 1),
+              "train_seconds": round(result.train_seconds, 1),
+              "images_per_second": round(result.images_per_second, 1), "scale_factor": result.scale_factor,
+              "final_loss_mean_100": sum(r["loss"] for r in last) / len(last)}
+    append_run_record(out, record, resume)
     return result
 
 

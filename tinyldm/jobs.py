@@ -23,6 +23,7 @@ from .pretrained import load_schedule, save_schedule
 from .sampling import ddim_sample, ddpm_sample
 from .schedule import NoiseSchedule
 from .speed import SpeedConfig
+from .run_folder import append_run_record
 from .train import TrainConfig, TrainResult, seeded, train_diffusion
 from .unet import UNet, UNetConfig
 
@@ -134,14 +135,13 @@ def train_pixel(preset: str, out: str | Path, device: torch.device, steps: int |
     if not distributed.is_main_process():  # process 0 writes the run's files
         return result
     save_schedule(out, schedule, "eps", size)
-    runs = json.loads((out / "run.json").read_text())["runs"] if resume and (out / "run.json").exists() else []
-    runs.append({"preset": preset, "device": str(device), "threads": torch.get_num_threads(),
-                 "data": data_record, "image_size": size, "num_images": n, "steps_run": result.steps_run,
-                 "until_step": config.steps,
-                 "wall_seconds": round(time.time() - start, 1), "train_seconds": round(result.train_seconds, 1),
-                 "images_per_second": round(result.images_per_second, 1),
-                 "final_loss_mean_100": sum(result.losses[-100:]) / len(result.losses[-100:])})
-    (out / "run.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    record = {"preset": preset, "device": str(device), "threads": torch.get_num_threads(),
+              "data": data_record, "image_size": size, "num_images": n, "steps_run": result.steps_run,
+              "until_step": config.steps,
+              "wall_seconds": round(time.time() - start, 1), "train_seconds": round(result.train_seconds, 1),
+              "images_per_second": round(result.images_per_second, 1),
+              "final_loss_mean_100": sum(result.losses[-100:]) / len(result.losses[-100:])}
+    append_run_record(out, record, resume)
     return result
 
 

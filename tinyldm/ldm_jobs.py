@@ -36,6 +36,7 @@ from .pretrained import checkpoint_dir
 from .schedule import NoiseSchedule
 from .speed import SpeedConfig
 from .text import PretrainedTextEncoder, TextEncoderConfig, TinyTextEncoder, tokenizer_vocabulary, train_tokenizer
+from .run_folder import append_run_record
 from .train import TrainConfig, TrainResult, seeded, train_diffusion
 from .unet import UNet, UNetConfig
 
@@ -303,15 +304,14 @@ def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: s
     ema = result.ema_model
     trained_text = ema.text_encoder if ema.text_encoder is not None else text_encoder
     LatentDiffusion(ae, ema.unet, schedule, trained_text, size).save_pretrained(out)
-    runs = json.loads((out / "run.json").read_text())["runs"] if resume and (out / "run.json").exists() else []
-    runs.append({"preset": preset, "unconditional": unconditional, "device": str(device),
-                 "threads": torch.get_num_threads(), "data": data_record, "image_size": size, "num_images": n,
-                 "distinct_captions": len(captions),
-                 "steps_run": result.steps_run, "until_step": until or config.steps,
-                 "wall_seconds": round(time.time() - start, 1), "train_seconds": round(result.train_seconds, 1),
-                 "images_per_second": round(result.images_per_second, 1),
-                 "final_loss_mean_100": sum(result.losses[-100:]) / max(1, len(result.losses[-100:]))})
-    (out / "run.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    record = {"preset": preset, "unconditional": unconditional, "device": str(device),
+              "threads": torch.get_num_threads(), "data": data_record, "image_size": size, "num_images": n,
+              "distinct_captions": len(captions),
+              "steps_run": result.steps_run, "until_step": until or config.steps,
+              "wall_seconds": round(time.time() - start, 1), "train_seconds": round(result.train_seconds, 1),
+              "images_per_second": round(result.images_per_second, 1),
+              "final_loss_mean_100": sum(result.losses[-100:]) / max(1, len(result.losses[-100:]))}
+    append_run_record(out, record, resume)
     return result
 
 

@@ -15,10 +15,11 @@ from typing import Any
 from . import distributed
 from .checkpoint import STATE_NAME, load_training_state
 
-__all__ = ["LOG_NAME", "TRAIN_CONFIG_NAME", "LossLog", "open_run_folder"]
+__all__ = ["LOG_NAME", "TRAIN_CONFIG_NAME", "RUN_RECORD_NAME", "LossLog", "open_run_folder", "append_run_record"]
 
 LOG_NAME = "loss.jsonl"
 TRAIN_CONFIG_NAME = "train_config.json"
+RUN_RECORD_NAME = "run.json"  # what each call of a training job did: settings, machine, timing
 
 
 class LossLog:
@@ -102,3 +103,16 @@ def _open_run_folder(out: Path, settings: dict[str, Any], resume: bool,
     state = load_training_state(state_path)
     config_path.write_text(json.dumps(settings, indent=2) + "\n")
     return state, log.truncate(state["step"])
+
+
+def append_run_record(out: Path, record: dict[str, Any], resume: bool) -> None:
+    """Add one training call's record to ``run.json``; a resumed run keeps the records of its earlier calls.
+
+    Args:
+        out: the run folder.
+        record: JSON-ready settings, machine and timing of this call.
+        resume: whether this call continued a saved run (otherwise the file starts afresh).
+    """
+    path = out / RUN_RECORD_NAME
+    runs = json.loads(path.read_text())["runs"] if resume and path.exists() else []
+    path.write_text(json.dumps({"runs": [*runs, record]}, indent=2) + "\n")
