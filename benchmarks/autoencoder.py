@@ -2,7 +2,7 @@
 
 Measures, for a checkpoint (by default the shipped ``data/checkpoints/autoencoder-shapes``):
 
-- reconstruction quality on Shapes test-split images that training never saw (``tinyldm.autoencoder_jobs.
+- reconstruction quality on Shapes test-split images that training never saw (``tinyldm.jobs.autoencoder.
   evaluate_autoencoder``): PSNR (mean and worst image), LPIPS, how often the judge reads the same colour, shape,
   size and position on original and reconstruction, and the judge-feature FID between the two sets;
 - the compression: latent shape, numbers per image before and after, parameters of encoder and decoder;
@@ -22,14 +22,17 @@ import time
 from pathlib import Path
 
 import torch
+from report import (  # benchmarks/report.py: scripts run from here, so it imports as a sibling
+    chosen_device,
+    machine_options,
+    report,
+)
 
-from tinyldm.autoencoder_jobs import evaluate_autoencoder, load_autoencoder
-from tinyldm.evaluate import Judge
-from tinyldm.jobs import shapes_tensor
+from tinyldm.data.shapes import shapes_tensor
+from tinyldm.evaluation.judge import Judge
+from tinyldm.jobs.autoencoder import evaluate_autoencoder, load_autoencoder
 from tinyldm.perceptual import LPIPS
 from tinyldm.pretrained import checkpoint_dir
-
-from report import chosen_device, machine_options, report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
 
 
 def _sync(device: torch.device) -> None:

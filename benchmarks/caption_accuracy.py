@@ -2,7 +2,7 @@
 
 For every Shapes caption of a split (the training split's captions, and the held-out colour-shape pairs the model
 never saw), the model draws images; the shipped judge reads colour, shape, size and position off each one, and an
-image counts as right when all four match the caption (``tinyldm.evaluate.caption_accuracy``). Also reported: the
+image counts as right when all four match the caption (``tinyldm.evaluation.metrics.caption_accuracy``). Also reported: the
 accuracy of each attribute, the judged-valid fraction and the seconds per image.
 
 Usage: ``python benchmarks/caption_accuracy.py [--checkpoint DIR] [--guidance-scale 3] [--steps 50] [--json out.json]``.
@@ -15,14 +15,18 @@ import time
 from pathlib import Path
 
 import torch
+from report import (  # benchmarks/report.py: scripts run from here, so it imports as a sibling
+    chosen_device,
+    machine_options,
+    report,
+)
 
-from tinyldm.data import HELD_OUT, parse_caption
-from tinyldm.evaluate import Judge, caption_accuracy
-from tinyldm.ldm_jobs import load_ldm
+from tinyldm.data.shapes import HELD_OUT, parse_caption
+from tinyldm.evaluation.judge import Judge
+from tinyldm.evaluation.metrics import caption_accuracy
+from tinyldm.jobs.ldm import load_ldm
 from tinyldm.pretrained import checkpoint_dir
 from tinyldm.text import shapes_captions
-
-from report import chosen_device, machine_options, report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
 
 
 def split_captions(split: str) -> list[str]:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from tinyldm.data import toy_2d
-from tinyldm.distances import mmd2, sliced_wasserstein
+from tinyldm.data.toy import toy_2d
+from tinyldm.evaluation.distances import mmd2, sliced_wasserstein
 from tinyldm.mlp import MLPConfig, MLPDenoiser, fit
 from tinyldm.sampling import ddim_sample, ddpm_sample
 from tinyldm.schedule import NoiseSchedule

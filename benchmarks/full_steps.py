@@ -10,7 +10,7 @@
   cached). Its text encoder is frozen, so training only reads a table of contexts: a table of random
   (L = 16, D = 384) contexts with padding masks stands in for MiniLM's, and no text model is loaded.
 
-Each step mirrors ``tinyldm.train.train_diffusion`` or ``tinyldm.autoencoder_training.train_autoencoder``: a batch
+Each step mirrors ``tinyldm.training.diffusion_loop.train_diffusion`` or ``tinyldm.training.autoencoder_loop.train_autoencoder``: a batch
 drawn with replacement from a tensor, autocast, the check of every loss and gradient norm, clipping, AdamW, EMA
 (the learning-rate schedule, one Python call, is left out). The switches: ``bf16`` (autocast, as the loops do on
 CUDA), ``tf32`` (TF32 matmuls; PyTorch's convolutions use TF32 already), ``channels_last`` (weights and batches),
@@ -27,18 +27,21 @@ from typing import Callable
 import torch
 
 from tinyldm.autoencoder import AutoencoderKL
-from tinyldm.autoencoder_jobs import AUTOENCODER_PRESETS
+from tinyldm.autoencoder_loss import AutoencoderLoss
+from tinyldm.data.shapes import shapes_tensor
 from tinyldm.diffusion import diffusion_loss
-from tinyldm.ema import EMA
-from tinyldm.jobs import PIXEL_PRESETS, shapes_tensor
-from tinyldm.latent_cache import encode_dataset
+from tinyldm.jobs.autoencoder import AUTOENCODER_PRESETS
+from tinyldm.jobs.ldm import LDM_PRESETS, CaptionDenoiser
+from tinyldm.jobs.pixel import PIXEL_PRESETS
 from tinyldm.ldm import check_parts
-from tinyldm.ldm_jobs import LDM_PRESETS, CaptionDenoiser
-from tinyldm.losses import LPIPS, AutoencoderLoss
+from tinyldm.perceptual import LPIPS
+from tinyldm.runtime import seeded  # the loops' own: dropout draws from a generator-seeded global RNG
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.speed import SpeedConfig
 from tinyldm.text import shapes_captions
-from tinyldm.train import _dropout_rng, seeded  # the loops' own: dropout draws from a generator-seeded global RNG
+from tinyldm.training.diffusion_loop import _dropout_rng
+from tinyldm.training.ema import EMA
+from tinyldm.training.latent_cache import encode_dataset
+from tinyldm.training.speed import SpeedConfig
 from tinyldm.unet import UNet
 
 __all__ = ["CONFIGS", "SWITCHES", "Bench", "RandomContexts", "build", "preset_batch_size"]
@@ -71,7 +74,7 @@ def _check(value: torch.Tensor, what: str) -> None:
 
 
 def _speed(s: dict[str, bool]) -> SpeedConfig:
-    """The training loops' own switches (``tinyldm.speed``), as ``tinyldm train ... --tf32 ...`` sets them."""
+    """The training loops' own switches (``tinyldm.training.speed``), as ``tinyldm train ... --tf32 ...`` sets them."""
     return SpeedConfig(bf16=s["bf16"], tf32=s["tf32"], channels_last=s["channels_last"],
                        fused_adamw=s["fused_adamw"], compile=s["compile"],
                        data_on_device_mb=SpeedConfig.data_on_device_mb if s["data_on_device"] else 0.0)

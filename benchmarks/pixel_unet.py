@@ -22,16 +22,21 @@ import platform
 import time
 
 import torch
+from report import (  # benchmarks/report.py: scripts run from here, so it imports as a sibling
+    chosen_device,
+    machine_options,
+    report,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
+from tinyldm.data.shapes import shapes_tensor
 from tinyldm.diffusion import diffusion_loss
-from tinyldm.jobs import PIXEL_PRESETS, shapes_tensor
+from tinyldm.jobs.pixel import PIXEL_PRESETS
+from tinyldm.runtime import seeded
 from tinyldm.sampling import ddim_sample
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.train import TrainConfig, seeded, train_diffusion
+from tinyldm.training.diffusion_loop import TrainConfig, train_diffusion
 from tinyldm.unet import UNet
-
-from report import chosen_device, machine_options, report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
 
 
 def _sync(device: torch.device) -> None:

@@ -4,7 +4,7 @@ Two comparisons, each phase in a fresh process so that its peak memory is its ow
 
 1. **The same UNet** (``UNetConfig.small()``, the shipped pixel model's architecture) on 3x32x32 pixels and on
    4x8x8 latents: training images/s (batch 64, AdamW) and seconds per sample (50 DDIM steps, plus decoding for
-   the latent model). The latents are assumed cached (``tinyldm.latent_cache``), so training never runs the
+   the latent model). The latents are assumed cached (``tinyldm.training.latent_cache``), so training never runs the
    encoder; its one-off cost is reported separately.
 2. **The shipped models** (``pixel-shapes`` and the text-to-image ``ldm-shapes``, whose UNet is 5x larger): the
    same speed figures, and quality read by the judge on 128 samples each (pixel: valid fraction with 100
@@ -27,7 +27,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-
 from report import report  # benchmarks/report.py: scripts run from here, so it imports as a sibling
 
 BATCH = 64
@@ -45,9 +44,10 @@ def _phase(kind: str, phase: str, steps: int, threads: int | None, device_name: 
 
     sys.path.insert(0, str(Path(__file__).parent))
     from tinyldm.diffusion import diffusion_loss
-    from tinyldm.evaluate import Judge, caption_accuracy, judge_images
-    from tinyldm.jobs import load_pixel_model, run_sampler
-    from tinyldm.ldm_jobs import load_ldm
+    from tinyldm.evaluation.judge import Judge
+    from tinyldm.evaluation.metrics import caption_accuracy, judge_images
+    from tinyldm.jobs.ldm import load_ldm
+    from tinyldm.jobs.pixel import load_pixel_model, run_sampler
     from tinyldm.pretrained import checkpoint_dir
     from tinyldm.schedule import NoiseSchedule
     from tinyldm.text import shapes_captions
@@ -91,7 +91,7 @@ def _phase(kind: str, phase: str, steps: int, threads: int | None, device_name: 
             optimizer.step()
         result["rate"] = steps * BATCH / (time.perf_counter() - start)
     elif phase == "encode":
-        from tinyldm.jobs import shapes_tensor
+        from tinyldm.data.shapes import shapes_tensor
 
         images = shapes_tensor(1024, 32, seed=0).to(device)
         with torch.no_grad():

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from tinyldm.device import default_device
+from tinyldm.runtime import default_device
 
 __all__ = ["machine_options", "chosen_device", "report"]
 

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from tinyldm.data import Shapes
+from tinyldm.data.shapes import Shapes
 
 __all__ = ["measure", "main"]
 

@@ -49,11 +49,10 @@ import traceback
 from pathlib import Path
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
-
 from full_steps import CONFIGS, SWITCHES, build, preset_batch_size
 from report import chosen_device, machine_options, report  # siblings in benchmarks/: scripts run from here
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 # Dense bf16 tensor-core peaks in TFLOP/s, matched against the CUDA device name, from NVIDIA's datasheets (whose
 # headline figures are often with 2:4 sparsity, twice these): H100 (SXM5 989.4, PCIe 756), H200 (SXM 989.4), A100

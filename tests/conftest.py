@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
-from tinyldm.train import seeded
+from tinyldm.runtime import seeded
 
 
 @pytest.fixture(autouse=True, scope="session")

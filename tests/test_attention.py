@@ -6,8 +6,7 @@ import math
 import pytest
 import torch
 
-from tinyldm.attention import (CrossAttention, SelfAttention, SpatialTransformer, attention_weights,
-                               record_attention)
+from tinyldm.attention import CrossAttention, SelfAttention, SpatialTransformer, attention_weights, record_attention
 
 
 def _randn(*shape, seed=0):
@@ -152,8 +151,3 @@ def test_record_attention_needs_cross_attention():
     with pytest.raises(ValueError, match="has no SpatialTransformer"):
         with record_attention(SelfAttention(8, num_heads=2, groups=4)):
             pass
-
-
-def test_self_attention_still_imports_from_unet_blocks():
-    from tinyldm import unet_blocks
-    assert unet_blocks.SelfAttention is SelfAttention

@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL, DiagonalGaussian, estimate_scale_factor
-from tinyldm.train import seeded
+from tinyldm.runtime import seeded
 
 SMALLEST = AutoencoderConfig(base_channels=8, channel_mults=(1, 2), groups=4, latent_channels=2)
 

@@ -8,14 +8,19 @@ import pytest
 import torch
 
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL, estimate_scale_factor
-from tinyldm.autoencoder_jobs import plot_reconstructions, reconstruct, train_autoencoder_preset
-from tinyldm.autoencoder_training import (SCALE_IMAGES, AutoencoderTrainConfig, plot_autoencoder_losses,
-                                          train_autoencoder)
-from tinyldm.checkpoint import load_training_state
-from tinyldm.losses import AutoencoderLoss, AutoencoderLossConfig
+from tinyldm.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
+from tinyldm.jobs.autoencoder import plot_reconstructions, reconstruct, train_autoencoder_preset
 from tinyldm.perceptual import LPIPS_WEIGHTS_VAR
-from tinyldm.run_folder import LossLog
-from tinyldm.train import NonFiniteLossError, seeded
+from tinyldm.runtime import seeded
+from tinyldm.training.autoencoder_loop import (
+    SCALE_IMAGES,
+    AutoencoderTrainConfig,
+    plot_autoencoder_losses,
+    train_autoencoder,
+)
+from tinyldm.training.checkpoint import load_training_state
+from tinyldm.training.diffusion_loop import NonFiniteLossError
+from tinyldm.training.run_folder import LossLog
 
 MODEL = AutoencoderConfig(base_channels=8, channel_mults=(1, 2, 2), groups=4)  # f = 4
 # LPIPS off (it needs weights on disk; one test below turns it on), the GAN on from step 2 so that resuming
@@ -24,7 +29,7 @@ LOSS = AutoencoderLossConfig(perceptual_weight=0.0, disc_start=2, disc_channels=
 
 
 def _data(n=32, size=16):
-    from tinyldm.jobs import shapes_tensor
+    from tinyldm.data.shapes import shapes_tensor
 
     return shapes_tensor(n, size=size)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tinyldm.cli import main
+from tinyldm.cli.main import main
 
 
 def test_forward_writes_strip_gif_and_schedules(tmp_path, capsys):

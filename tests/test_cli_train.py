@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
-from tinyldm.cli import main
-from tinyldm.jobs import run_sampler, sample_pixel
+from tinyldm.cli.main import main
+from tinyldm.jobs.pixel import run_sampler, sample_pixel
 from tinyldm.ldm import LatentDiffusion
 from tinyldm.perceptual import LPIPS_WEIGHTS_VAR
+from tinyldm.runtime import seeded
 from tinyldm.sampling import ddim_sample
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.train import seeded
 from tinyldm.unet import UNet, UNetConfig
 
 

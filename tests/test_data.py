@@ -9,10 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinyldm.data import (
-    COLORS, HELD_OUT, POSITIONS, SHAPES, SIZES, Shapes, caption, default_root, fashion_mnist, mnist, parse_caption,
-    render, toy_2d,
-)
+from tinyldm.data.shapes import COLORS, HELD_OUT, POSITIONS, SHAPES, SIZES, Shapes, caption, parse_caption, render
+from tinyldm.data.toy import toy_2d
+from tinyldm.data.vision import default_root, fashion_mnist, mnist
 
 # The first Shapes(4, size=32, seed=0) items; see test_shapes_golden_bytes.
 GOLDEN_CAPTIONS = ["a small purple circle at the bottom right", "a large purple square in the center"]

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tinyldm.cli import main
-from tinyldm.data import (ImageTextPairs, default_root, image_text_pairs, labelled_pairs, mnist,
-                          read_image_folder, write_image_folder)
+from tinyldm.cli.main import main
+from tinyldm.data.folder import ImageTextPairs, image_text_pairs, labelled_pairs, read_image_folder, write_image_folder
+from tinyldm.data.vision import default_root, mnist
 from tinyldm.ldm import LatentDiffusion
 from tinyldm.perceptual import LPIPS_WEIGHTS_VAR
 

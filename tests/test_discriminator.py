@@ -5,8 +5,13 @@ import math
 import pytest
 import torch
 
-from tinyldm.discriminator import (DiscriminatorConfig, PatchDiscriminator, generator_adversarial_loss,
-                                   hinge_d_loss, vanilla_d_loss)
+from tinyldm.discriminator import (
+    DiscriminatorConfig,
+    PatchDiscriminator,
+    generator_adversarial_loss,
+    hinge_d_loss,
+    vanilla_d_loss,
+)
 
 LOGITS_REAL = torch.tensor([2.0, 0.5, -1.0, 0.0]).view(1, 1, 2, 2)
 LOGITS_FAKE = torch.tensor([-2.0, 0.5, 2.5, 0.0]).view(1, 1, 2, 2)

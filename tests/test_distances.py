@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinyldm.distances import mmd2, sliced_wasserstein, wasserstein_1d
+from tinyldm.evaluation.distances import mmd2, sliced_wasserstein, wasserstein_1d
 
 
 def _points(n, d=2, seed=0):

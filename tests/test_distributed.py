@@ -11,15 +11,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tinyldm import distributed
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
-from tinyldm.autoencoder_training import AutoencoderTrainConfig, train_autoencoder
-from tinyldm.jobs import shapes_tensor
-from tinyldm.losses import AutoencoderLoss, AutoencoderLossConfig
-from tinyldm.ldm_jobs import CaptionDenoiser
+from tinyldm.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
+from tinyldm.data.shapes import shapes_tensor
+from tinyldm.jobs.ldm import CaptionDenoiser
+from tinyldm.runtime import seeded
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.text import TextEncoderConfig, TinyTextEncoder
-from tinyldm.train import TrainConfig, seeded, train_diffusion
+from tinyldm.training import distributed
+from tinyldm.training.autoencoder_loop import AutoencoderTrainConfig, train_autoencoder
+from tinyldm.training.diffusion_loop import TrainConfig, train_diffusion
 from tinyldm.unet import UNet, UNetConfig
 
 CAPTIONS = ["a large red circle at the top left", "a small blue square in the center",

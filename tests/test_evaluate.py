@@ -6,10 +6,19 @@ import pytest
 import scipy.linalg
 import torch
 
-from tinyldm.data import Shapes
-from tinyldm.evaluate import (ATTRIBUTES, NEGATIVE_KINDS, Judge, JudgeConfig, attribute_frequencies,
-                              caption_accuracy, evaluate_reconstructions, evaluate_samples, frechet_distance,
-                              judge_accuracy, judge_images, psnr, spoil, total_variation)
+from tinyldm.data.shapes import Shapes
+from tinyldm.evaluation.judge import ATTRIBUTES, NEGATIVE_KINDS, Judge, JudgeConfig, spoil
+from tinyldm.evaluation.metrics import (
+    attribute_frequencies,
+    caption_accuracy,
+    evaluate_reconstructions,
+    evaluate_samples,
+    frechet_distance,
+    judge_accuracy,
+    judge_images,
+    psnr,
+    total_variation,
+)
 from tinyldm.pretrained import checkpoint_dir
 
 
@@ -160,7 +169,7 @@ def test_evaluate_reconstructions_refuses_mismatched_batches():
 
 
 def test_the_shipped_autoencoder_reconstructs_fresh_images_faithfully(judge):
-    from tinyldm.autoencoder_jobs import load_autoencoder, reconstruct
+    from tinyldm.jobs.autoencoder import load_autoencoder, reconstruct
 
     model = load_autoencoder(checkpoint_dir("autoencoder-shapes"))
     images, _ = _real(200, seed=23)

@@ -5,8 +5,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinyldm.exercises.unet import (check_conv_flops, check_conv_output_size, check_receptive_field,
-                                    check_resblock, conv_flops, conv_output_size, receptive_field)
+from tinyldm.exercises.unet import (
+    check_conv_flops,
+    check_conv_output_size,
+    check_receptive_field,
+    check_resblock,
+    conv_flops,
+    conv_output_size,
+    receptive_field,
+)
 from tinyldm.unet_blocks import ResBlock
 
 

@@ -8,15 +8,15 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from tinyldm import latent_cache
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.diffusion import diffusion_loss
+from tinyldm.jobs.ldm import CaptionDenoiser
 from tinyldm.ldm import LatentDiffusion, check_parts
-from tinyldm.ldm_jobs import CaptionDenoiser
+from tinyldm.runtime import seeded
 from tinyldm.sampling import ddim_sample
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.text import TEXT_ENCODER_VAR, PretrainedTextEncoder, TextEncoderConfig, TinyTextEncoder
-from tinyldm.train import seeded
+from tinyldm.training import latent_cache
 from tinyldm.unet import UNet, UNetConfig
 
 PROMPT = "a large red circle at the top left"

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from tinyldm.evaluate import Judge, JudgeConfig
+from tinyldm.evaluation.judge import Judge, JudgeConfig
 from tinyldm.pretrained import checkpoint_dir, load_schedule, save_schedule
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.unet import UNet, UNetConfig

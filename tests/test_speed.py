@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from tinyldm.runtime import seeded
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.speed import SpeedConfig
-from tinyldm.train import TrainConfig, seeded, train_diffusion
+from tinyldm.training.diffusion_loop import TrainConfig, train_diffusion
+from tinyldm.training.speed import SpeedConfig
 from tinyldm.unet import UNet, UNetConfig
 
 CONFIG = TrainConfig(steps=2, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=0, sample_every=0)

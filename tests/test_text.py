@@ -7,10 +7,20 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from tinyldm.data import COLORS, HELD_OUT, POSITIONS, SHAPES, SIZES, parse_caption
-from tinyldm.text import (SPECIAL_TOKENS, TEXT_ENCODER_VAR, PretrainedTextEncoder, TextEncoderConfig,
-                          TinyTextEncoder, build_tokenizer, caption_vocabulary, check_prompts, shapes_captions,
-                          tokenizer_vocabulary, train_tokenizer)
+from tinyldm.data.shapes import COLORS, HELD_OUT, POSITIONS, SHAPES, SIZES, parse_caption
+from tinyldm.text import (
+    SPECIAL_TOKENS,
+    TEXT_ENCODER_VAR,
+    PretrainedTextEncoder,
+    TextEncoderConfig,
+    TinyTextEncoder,
+    build_tokenizer,
+    caption_vocabulary,
+    check_prompts,
+    shapes_captions,
+    tokenizer_vocabulary,
+    train_tokenizer,
+)
 
 CAPTION = "a large red circle at the top left"
 

@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 
-from tinyldm.checkpoint import atomic_write, load_training_state
-from tinyldm.ema import EMA
+from tinyldm.runtime import atomic_write, seeded
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.run_folder import LossLog
-from tinyldm.train import NonFiniteLossError, TrainConfig, lr_factor, seeded, train_diffusion
+from tinyldm.training.checkpoint import load_training_state
+from tinyldm.training.diffusion_loop import NonFiniteLossError, TrainConfig, lr_factor, train_diffusion
+from tinyldm.training.ema import EMA
+from tinyldm.training.run_folder import LossLog
 from tinyldm.unet import UNet, UNetConfig
 
 CONFIG = UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, attention_levels=(1,), groups=4,
@@ -146,13 +147,13 @@ def test_bad_settings_are_named():
 
 
 def test_the_library_never_picks_a_device():
-    # Devices come from the inputs; only the command and the notebooks choose one (tinyldm.device).
+    # Devices come from the inputs; only the command and the notebooks choose one (tinyldm.runtime).
     import pkgutil
 
     import tinyldm
 
     names = [m.name for m in pkgutil.walk_packages(tinyldm.__path__, "tinyldm.")
-             if m.name not in ("tinyldm.device", "tinyldm.cli", "tinyldm.__main__")]
+             if m.name not in ("tinyldm.runtime", "tinyldm.cli.main", "tinyldm.__main__")]
     assert "tinyldm.autoencoder" in names and len(names) > 20
     for name in names:
         source = inspect.getsource(importlib.import_module(name))

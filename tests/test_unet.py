@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from tinyldm.attention import SpatialTransformer
+from tinyldm.attention import SelfAttention, SpatialTransformer
 from tinyldm.pretrained import checkpoint_dir
 from tinyldm.time_embedding import timestep_embedding
 from tinyldm.unet import UNet, UNetConfig
-from tinyldm.unet_blocks import Downsample, ResBlock, SelfAttention, Upsample
+from tinyldm.unet_blocks import Downsample, ResBlock, Upsample
 
 SMALLEST = dict(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, attention_levels=(1,), groups=4,
                 num_heads=2)

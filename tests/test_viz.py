@@ -14,8 +14,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tinyldm import viz  # noqa: E402
 from tinyldm.schedule import NoiseSchedule, q_trajectory  # noqa: E402
+from tinyldm.viz import images as viz  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

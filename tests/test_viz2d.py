@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from tinyldm.schedule import NoiseSchedule  # noqa: E402
-from tinyldm.viz2d import (  # noqa: E402
+from tinyldm.viz.plots2d import (
     plot_direction_field,
     plot_point_clouds,
     plot_points,

@@ -2,6 +2,6 @@
 
 import sys
 
-from tinyldm.cli import main
+from tinyldm.cli.main import main
 
 sys.exit(main())

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .pretrained import PretrainedMixin
-from .unet_blocks import Downsample, SelfAttention, Upsample, group_norm
+from tinyldm.attention import SelfAttention, group_norm
+from tinyldm.pretrained import PretrainedMixin
+from tinyldm.unet_blocks import Downsample, Upsample
 
 __all__ = ["AutoencoderConfig", "DiagonalGaussian", "Encoder", "Decoder", "AutoencoderKL", "estimate_scale_factor",
            "LOGVAR_RANGE", "FACTORS"]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .schedule import NoiseSchedule, check_timesteps, extract, q_sample
+from tinyldm.schedule import NoiseSchedule, check_timesteps, extract, q_sample
 
 __all__ = [
     "PREDICTIONS",

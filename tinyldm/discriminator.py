@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .unet_blocks import group_norm
+from tinyldm.attention import group_norm
 
 __all__ = ["DiscriminatorConfig", "PatchDiscriminator", "hinge_d_loss", "vanilla_d_loss",
            "generator_adversarial_loss", "GAN_LOSSES", "NORMS"]
@@ -57,7 +57,7 @@ class PatchDiscriminator(nn.Module):
 
     Args:
         config: the hyperparameters; ``DiscriminatorConfig()`` when None.
-        generator: source of the initial weights; seed it (or wrap the call in ``tinyldm.train.seeded``) for a
+        generator: source of the initial weights; seed it (or wrap the call in ``tinyldm.runtime.seeded``) for a
             reproducible discriminator.
     """
 

@@ -29,15 +29,15 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .autoencoder import AutoencoderKL
-from .checkpoint import atomic_write
-from .diffusion import diffusion_loss
-from .guidance import ClassifierFreeGuidance, drop_captions
-from .pretrained import CONFIG_NAME, load_schedule, save_schedule
-from .sampling import ddim_sample, ddpm_sample
-from .schedule import NoiseSchedule
-from .text import TEXT_ENCODER_VAR, PretrainedTextEncoder, TinyTextEncoder, check_prompts
-from .unet import UNet
+from tinyldm.autoencoder import AutoencoderKL
+from tinyldm.diffusion import diffusion_loss
+from tinyldm.guidance import ClassifierFreeGuidance, drop_captions
+from tinyldm.pretrained import CONFIG_NAME, load_schedule, save_schedule
+from tinyldm.runtime import atomic_write
+from tinyldm.sampling import ddim_sample, ddpm_sample
+from tinyldm.schedule import NoiseSchedule
+from tinyldm.text import TEXT_ENCODER_VAR, PretrainedTextEncoder, TinyTextEncoder, check_prompts
+from tinyldm.unet import UNet
 
 __all__ = ["LatentDiffusion", "check_parts", "SAMPLERS"]
 
@@ -151,7 +151,7 @@ class LatentDiffusion(nn.Module):
         """The loss of one training step on latents (Rombach et al. 2022, Eq. 2; with text, Eq. 3), with
         classifier-free guidance's caption dropout (Ho & Salimans 2022, Algorithm 1).
 
-        ``tinyldm.ldm_jobs.train_ldm`` runs the whole loop (on cached latents, with exact resume); this is the
+        ``tinyldm.jobs.ldm.train_ldm`` runs the whole loop (on cached latents, with exact resume); this is the
         same objective for one batch, to look at or to train by hand.
 
         Args:

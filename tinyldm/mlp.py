@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .diffusion import diffusion_loss
-from .schedule import NoiseSchedule
-from .time_embedding import TimeEmbedding
+from tinyldm.diffusion import diffusion_loss
+from tinyldm.schedule import NoiseSchedule
+from tinyldm.time_embedding import TimeEmbedding
 
 __all__ = ["MLPConfig", "MLPDenoiser", "fit"]
 

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import torch
 from safetensors.torch import load_file, save
 
-from .checkpoint import atomic_write
-from .schedule import NoiseSchedule
+from tinyldm.runtime import atomic_write
+from tinyldm.schedule import NoiseSchedule
 
 __all__ = ["PretrainedMixin", "config_to_dict", "config_from_dict", "save_schedule", "load_schedule",
            "checkpoint_dir", "CONFIG_NAME", "WEIGHTS_NAME", "SCHEDULE_NAME"]

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .diffusion import _check_like, eps_to_x0, q_posterior, x0_to_eps
-from .schedule import NoiseSchedule, check_timesteps, extract
+from tinyldm.diffusion import _check_like, eps_to_x0, q_posterior, x0_to_eps
+from tinyldm.schedule import NoiseSchedule, check_timesteps, extract
 
 __all__ = ["ddpm_step", "ddim_step", "ddim_timesteps", "ddpm_sample", "ddim_sample"]
 

@@ -30,8 +30,8 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
-from .data import COLORS, POSITIONS, SHAPES, SIZES, caption
-from .pretrained import PretrainedMixin
+from tinyldm.data.shapes import COLORS, POSITIONS, SHAPES, SIZES, caption
+from tinyldm.pretrained import PretrainedMixin
 
 __all__ = ["SPECIAL_TOKENS", "TEXT_ENCODER_VAR", "DEFAULT_TEXT_ENCODER", "shapes_captions", "train_tokenizer",
            "build_tokenizer", "tokenizer_vocabulary", "caption_vocabulary", "check_prompts", "TextEncoderConfig",

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import SelfAttention, SpatialTransformer, group_norm
-from .pretrained import PretrainedMixin
-from .time_embedding import TimeEmbedding
-from .unet_blocks import DOWNSAMPLES, TIME_CONDITIONINGS, UPSAMPLES, Downsample, ResBlock, Upsample
+from tinyldm.attention import SelfAttention, SpatialTransformer, group_norm
+from tinyldm.pretrained import PretrainedMixin
+from tinyldm.time_embedding import TimeEmbedding
+from tinyldm.unet_blocks import DOWNSAMPLES, TIME_CONDITIONINGS, UPSAMPLES, Downsample, ResBlock, Upsample
 
 __all__ = ["UNetConfig", "UNet"]
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# SelfAttention and group_norm live with the other attention layers; they are re-exported here because lesson 3
-# imports them from this module.
-from .attention import SelfAttention, group_norm, zero_module
+from tinyldm.attention import group_norm, zero_module
 
-__all__ = ["TIME_CONDITIONINGS", "DOWNSAMPLES", "UPSAMPLES", "ResBlock", "Downsample", "Upsample", "SelfAttention",
-           "group_norm"]
+__all__ = ["TIME_CONDITIONINGS", "DOWNSAMPLES", "UPSAMPLES", "ResBlock", "Downsample", "Upsample"]
 
 TIME_CONDITIONINGS = ("shift", "scale_shift")
 DOWNSAMPLES = ("conv", "avgpool")

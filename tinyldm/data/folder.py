@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .vision import CaptionedImages, fashion_mnist, mnist
+from tinyldm.data.vision import CaptionedImages, fashion_mnist, mnist
 
 __all__ = ["IMAGE_EXTENSIONS", "CAPTION_FILES", "SKIP_REASONS", "NAMED_DATASETS", "ImageTextPairs",
            "read_image_folder", "labelled_pairs", "image_text_pairs", "write_image_folder"]
@@ -260,7 +260,7 @@ def labelled_pairs(dataset: CaptionedImages, size: int, num_images: int | None =
     """(Fashion-)MNIST as ImageTextPairs: class captions ("a handwritten digit 7"), 3 channels, size x size.
 
     Args:
-        dataset: ``tinyldm.data.mnist()`` or ``fashion_mnist()``; its own ``size`` is ignored (the 28x28 originals
+        dataset: ``tinyldm.data.vision.mnist()`` or ``fashion_mnist()``; its own ``size`` is ignored (the 28x28 originals
             are resized here, like a folder's pictures).
         size: S.
         num_images: keep the first this many; all when None.

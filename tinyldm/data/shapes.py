@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "COLORS", "SHAPES", "SIZES", "POSITIONS", "HELD_OUT", "SPLITS", "MIN_SIZE",
-    "Shapes", "caption", "parse_caption", "render",
+    "Shapes", "shapes_tensor", "caption", "parse_caption", "render",
 ]
 
 COLORS = {
@@ -312,3 +312,9 @@ class Shapes(Dataset):
 
     def __repr__(self) -> str:
         return f"Shapes(n={self.n}, size={self.size}, seed={self.seed}, split={self.split!r})"
+
+
+def shapes_tensor(num_images: int, size: int = 32, seed: int = 0, split: str = "train") -> Tensor:
+    """The first ``num_images`` Shapes images as one tensor (num_images, 3, size, size) in [-1, 1]."""
+    dataset = Shapes(num_images, size=size, seed=seed, split=split)
+    return torch.stack([dataset[i]["image"] for i in range(num_images)])

@@ -7,10 +7,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..autoencoder import DiagonalGaussian
-from ..discriminator import hinge_d_loss
-from ..losses import adaptive_weight
-from .checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.autoencoder import DiagonalGaussian
+from tinyldm.autoencoder_loss import adaptive_weight
+from tinyldm.discriminator import hinge_d_loss
+from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
 
 __all__ = ["check_gaussian_kl", "check_hinge_d_loss", "check_adaptive_weight"]
 

@@ -6,8 +6,8 @@ from typing import Callable
 
 import torch
 
-from ..schedule import NoiseSchedule, q_sample
-from .checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.schedule import NoiseSchedule, q_sample
 
 __all__ = ["check_alpha_bars", "check_q_sample", "check_first_noisy_step", "first_noisy_step"]
 

@@ -8,8 +8,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ..schedule import NoiseSchedule
-from .checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.schedule import NoiseSchedule
 
 __all__ = ["scale_factor", "effective_snr", "latent_numbers", "check_scale_factor", "check_effective_snr",
            "check_latent_numbers"]

@@ -6,10 +6,10 @@ from typing import Callable
 
 import torch
 
-from ..diffusion import q_posterior, v_to_eps
-from ..sampling import ddim_step
-from ..schedule import NoiseSchedule
-from .checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.diffusion import q_posterior, v_to_eps
+from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.sampling import ddim_step
+from tinyldm.schedule import NoiseSchedule
 
 __all__ = ["check_posterior_mean", "check_ddim_step", "check_v_to_eps"]
 

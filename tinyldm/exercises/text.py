@@ -8,9 +8,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..attention import attention_weights
-from ..guidance import NULL_CAPTION, guided_eps
-from .checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.attention import attention_weights
+from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.guidance import NULL_CAPTION, guided_eps
 
 __all__ = ["check_cross_attention", "check_guided_eps", "check_caption_dropout"]
 

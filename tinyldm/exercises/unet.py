@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..unet_blocks import ResBlock
-from .checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.unet_blocks import ResBlock
 
 __all__ = ["conv_output_size", "receptive_field", "conv_flops", "check_conv_output_size", "check_receptive_field",
            "check_resblock", "check_conv_flops"]

@@ -9,17 +9,16 @@ import sys
 from pathlib import Path
 
 import matplotlib
-
 import torch
 from torch.utils.data import DataLoader
 
-from tinyldm import distributed
-from tinyldm.cli_parser import SCHEDULES, build_parser
-from tinyldm.data import Shapes
-from tinyldm.device import default_device
+from tinyldm.cli.parser import SCHEDULES, build_parser
+from tinyldm.data.shapes import Shapes
+from tinyldm.runtime import default_device
 from tinyldm.schedule import q_trajectory
+from tinyldm.training import distributed
 
-__all__ = ["build_parser", "main", "render_forward"]
+__all__ = ["main", "render_forward"]
 
 # Fractions of the chain shown as the strip's columns, after x0.
 STRIP_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
@@ -34,7 +33,7 @@ def render_forward(
     Returns:
         name -> path of each file written: "strip" (PNG), "animation" (GIF) and "schedules" (PNG).
     """
-    from tinyldm import viz  # imported late: matplotlib and ipywidgets are not needed for --help
+    from tinyldm.viz import images as viz  # imported late: matplotlib and ipywidgets are not needed for --help
 
     if frames < 2:
         raise ValueError(f"frames must be at least 2 (x0 and x_T), got {frames}")
@@ -62,7 +61,7 @@ def render_forward(
 
 
 def _speed(args: argparse.Namespace):
-    from tinyldm.speed import SpeedConfig
+    from tinyldm.training.speed import SpeedConfig
 
     return SpeedConfig(bf16=args.bf16, tf32=args.tf32, channels_last=args.channels_last,
                        fused_adamw=args.fused_adamw, compile=args.compile)
@@ -90,7 +89,7 @@ def _choose_device(args: argparse.Namespace) -> torch.device:
 
 
 def _run_train(args: argparse.Namespace) -> dict[str, Path]:
-    from tinyldm.jobs import train_and_score_judge, train_pixel
+    from tinyldm.jobs.pixel import train_and_score_judge, train_pixel
 
     device = _choose_device(args)
     if args.model == "judge":
@@ -119,7 +118,7 @@ def _lpips(device: torch.device):
 
 
 def _run_train_autoencoder(args: argparse.Namespace) -> dict[str, Path]:
-    from tinyldm.autoencoder_jobs import AUTOENCODER_PRESETS, train_autoencoder_preset
+    from tinyldm.jobs.autoencoder import AUTOENCODER_PRESETS, train_autoencoder_preset
 
     device = _choose_device(args)
     _say(f"tinyldm train autoencoder: {args.config} preset on {device} ({torch.get_num_threads()} CPU threads)")
@@ -139,8 +138,8 @@ def _run_train_autoencoder(args: argparse.Namespace) -> dict[str, Path]:
 def _run_reconstruct(args: argparse.Namespace) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
-    from tinyldm.autoencoder_jobs import evaluate_autoencoder, load_autoencoder, plot_reconstructions
-    from tinyldm.evaluate import Judge
+    from tinyldm.evaluation.judge import Judge
+    from tinyldm.jobs.autoencoder import evaluate_autoencoder, load_autoencoder, plot_reconstructions
     from tinyldm.pretrained import checkpoint_dir
 
     if args.num_images < 2:
@@ -161,7 +160,7 @@ def _run_reconstruct(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _run_train_ldm(args: argparse.Namespace) -> dict[str, Path]:
-    from tinyldm.ldm_jobs import train_ldm
+    from tinyldm.jobs.ldm import train_ldm
 
     device = _choose_device(args)
     kind = "unconditional" if args.unconditional else "text-to-image"
@@ -178,8 +177,8 @@ def _run_train_ldm(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _run_demo(args: argparse.Namespace) -> dict[str, Path]:
-    from tinyldm.demo import render_demo
-    from tinyldm.ldm_jobs import load_ldm
+    from tinyldm.jobs.demo import render_demo
+    from tinyldm.jobs.ldm import load_ldm
     from tinyldm.pretrained import checkpoint_dir
 
     device = _choose_device(args)
@@ -189,7 +188,7 @@ def _run_demo(args: argparse.Namespace) -> dict[str, Path]:
 
 def _write_samples(images: torch.Tensor, frames: torch.Tensor, out: Path) -> dict[str, Path]:
     """One PNG per image, a square-ish grid and the reverse process as a GIF; returns what was written."""
-    from tinyldm import viz
+    from tinyldm.viz import images as viz
 
     nrow = math.ceil(math.sqrt(images.shape[0]))
     written = {f"image {k}": viz.save_grid(image[None], out / f"sample_{k:03d}.png") for k, image in enumerate(images)}
@@ -199,7 +198,7 @@ def _write_samples(images: torch.Tensor, frames: torch.Tensor, out: Path) -> dic
 
 
 def _run_generate(args: argparse.Namespace) -> dict[str, Path]:
-    from tinyldm.ldm_jobs import generate_ldm, load_ldm
+    from tinyldm.jobs.ldm import generate_ldm, load_ldm
     from tinyldm.pretrained import checkpoint_dir
 
     device = _choose_device(args)
@@ -214,7 +213,7 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _run_sample(args: argparse.Namespace) -> dict[str, Path]:
-    from tinyldm.jobs import load_pixel_model, sample_pixel
+    from tinyldm.jobs.pixel import load_pixel_model, sample_pixel
     from tinyldm.pretrained import checkpoint_dir
 
     device = _choose_device(args)
@@ -226,10 +225,10 @@ def _run_sample(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _run_evaluate(args: argparse.Namespace) -> dict[str, Path]:
-    from tinyldm import viz
-    from tinyldm.evaluate import Judge
-    from tinyldm.jobs import evaluate_pixel, load_pixel_model
+    from tinyldm.evaluation.judge import Judge
+    from tinyldm.jobs.pixel import evaluate_pixel, load_pixel_model
     from tinyldm.pretrained import checkpoint_dir
+    from tinyldm.viz import images as viz
 
     device = _choose_device(args)
     model, schedule, size = load_pixel_model(args.checkpoint or checkpoint_dir("pixel-shapes"), device)

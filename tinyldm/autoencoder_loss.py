@@ -17,25 +17,30 @@ The generator (encoder + decoder) and the discriminator have separate losses and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from . import distributed
-from .autoencoder import DiagonalGaussian
-from .discriminator import (GAN_LOSSES, NORMS, DiscriminatorConfig, PatchDiscriminator, generator_adversarial_loss,
-                            hinge_d_loss, vanilla_d_loss)
-from .perceptual import LPIPS
+from tinyldm.autoencoder import DiagonalGaussian
+from tinyldm.discriminator import (
+    GAN_LOSSES,
+    NORMS,
+    DiscriminatorConfig,
+    PatchDiscriminator,
+    generator_adversarial_loss,
+    hinge_d_loss,
+    vanilla_d_loss,
+)
+from tinyldm.perceptual import LPIPS
 
-__all__ = ["AutoencoderLossConfig", "AutoencoderLoss", "adaptive_weight", "PIXEL_LOSSES", "LPIPS",
-           "PatchDiscriminator", "DiscriminatorConfig", "hinge_d_loss", "vanilla_d_loss",
-           "generator_adversarial_loss"]
+__all__ = ["AutoencoderLossConfig", "AutoencoderLoss", "adaptive_weight", "PIXEL_LOSSES"]
 
 PIXEL_LOSSES = ("l1", "l2")
 
 
 def adaptive_weight(rec_loss: Tensor, g_loss: Tensor, last_layer: Tensor, max_weight: float = 1e4,
-                    eps: float = 1e-4) -> Tensor:
+                    eps: float = 1e-4, average: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """The weight that balances the GAN term against the reconstruction term (Esser et al. 2021, Eq. 7):
 
         lambda = ||grad_{G_L}(L_rec)|| / (||grad_{G_L}(L_GAN)|| + eps),  clamped to [0, max_weight],
@@ -49,13 +54,16 @@ def adaptive_weight(rec_loss: Tensor, g_loss: Tensor, last_layer: Tensor, max_we
         last_layer: the decoder's last weight (``AutoencoderKL.last_layer``).
         max_weight: upper clamp.
         eps: keeps the ratio finite when the GAN gradient vanishes.
+        average: averages a gradient over data-parallel processes (the training loop passes
+            ``tinyldm.training.distributed.mean_over_processes``); None for a single process.
     Returns:
         Scalar, detached: no gradient flows through the weight itself.
     """
     rec_grad, = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
     g_grad, = torch.autograd.grad(g_loss, last_layer, retain_graph=True)
-    # Data-parallel: each process holds its share's gradients; the global batch's are their mean.
-    rec_grad, g_grad = distributed.mean_over_processes(rec_grad), distributed.mean_over_processes(g_grad)
+    if average is not None:
+        # Data-parallel: each process holds its share's gradients; the global batch's are their mean.
+        rec_grad, g_grad = average(rec_grad), average(g_grad)
     weight = rec_grad.norm() / (g_grad.norm() + eps)
     return weight.clamp(0.0, max_weight).detach()
 
@@ -159,7 +167,8 @@ class AutoencoderLoss(nn.Module):
         return self.lpips(x, reconstruction)  # (B,)
 
     def generator_loss(self, x: Tensor, reconstruction: Tensor, posterior: DiagonalGaussian, step: int,
-                       last_layer: Tensor) -> tuple[Tensor, dict[str, float]]:
+                       last_layer: Tensor, average: Callable[[Tensor], Tensor] | None = None
+                       ) -> tuple[Tensor, dict[str, float]]:
         """The encoder-decoder loss: nll + kl_weight * KL + lambda * disc_weight * L_GAN (once step >= disc_start).
 
         nll = mean over pixels of pixel_weight * |x - x_rec| plus perceptual_weight * LPIPS(x, x_rec) per image
@@ -173,6 +182,8 @@ class AutoencoderLoss(nn.Module):
             posterior: q(z|x) from the encoder.
             step: the generator's optimiser step (0-based).
             last_layer: ``AutoencoderKL.last_layer``.
+            average: averages the adaptive weight's gradients over data-parallel processes (see
+                ``adaptive_weight``); None for a single process.
         Returns:
             (scalar loss, logs): logs hold python floats under the same keys at every step: the pixel loss under
             its name ("l1" or "l2"), "lpips", "nll", "kl", "g_loss", "adaptive_weight", "total"; a term that is
@@ -196,7 +207,7 @@ class AutoencoderLoss(nn.Module):
             finally:
                 self.discriminator.requires_grad_(True)
             if torch.is_grad_enabled() and nll.requires_grad:
-                weight = adaptive_weight(nll, g_loss, last_layer, cfg.max_adaptive_weight)
+                weight = adaptive_weight(nll, g_loss, last_layer, cfg.max_adaptive_weight, average=average)
             loss = loss + weight * cfg.disc_weight * g_loss
         logs = {cfg.pixel_loss: pixel, "lpips": lpips, "nll": nll, "kl": kl, "g_loss": g_loss,
                 "adaptive_weight": weight, "total": loss}

@@ -1,8 +1,8 @@
 """A training run's folder: its settings, its loss log, and the checks that make ``--resume`` safe.
 
-Every training loop of the course (``tinyldm.train``, ``tinyldm.autoencoder_training``) writes the same layout:
+Every training loop of the course (``tinyldm.training.diffusion_loop``, ``tinyldm.training.autoencoder_loop``) writes the same layout:
 ``train_config.json`` (the settings the run started with), ``loss.jsonl`` (one JSON record per step) and
-``train_state.pt`` (``tinyldm.checkpoint``). Resuming checks the settings against the saved ones and cuts the log
+``train_state.pt`` (``tinyldm.training.checkpoint``). Resuming checks the settings against the saved ones and cuts the log
 back to the last checkpoint, so an interrupted run continues as if it had never stopped.
 """
 
@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import distributed
-from .checkpoint import STATE_NAME, load_training_state
+from tinyldm.training import distributed
+from tinyldm.training.checkpoint import STATE_NAME, load_training_state
 
 __all__ = ["LOG_NAME", "TRAIN_CONFIG_NAME", "RUN_RECORD_NAME", "LossLog", "open_run_folder", "append_run_record"]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from .data import HELD_OUT, parse_caption
-from .ldm import LatentDiffusion
-from .ldm_jobs import generate_ldm
-from .viz import save_gif, save_grid, show_images
+from tinyldm.data.shapes import HELD_OUT, parse_caption
+from tinyldm.jobs.ldm import generate_ldm
+from tinyldm.ldm import LatentDiffusion
+from tinyldm.viz.images import save_gif, save_grid, show_images
 
 __all__ = ["DEMO_PROMPTS", "render_demo"]
 
@@ -38,7 +38,7 @@ def render_demo(ldm: LatentDiffusion, out: str | Path, num_images: int = 4, seed
     """Generate ``num_images`` images for each of ``DEMO_PROMPTS`` and write them, one figure and an animation.
 
     Args:
-        ldm: a text-to-image pipeline (``tinyldm.ldm_jobs.load_ldm``).
+        ldm: a text-to-image pipeline (``tinyldm.jobs.ldm.load_ldm``).
         out: the folder for the pictures (created).
         num_images, seed, guidance_scale, sampler, steps: as for ``tinyldm generate``.
     Returns:

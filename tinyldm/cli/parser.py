@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         device_options(sub)
 
     def speed_options(sub: argparse.ArgumentParser) -> None:
-        """GPU speed switches of the diffusion training loop (tinyldm.speed); the CPU ignores all but --compile."""
-        group = sub.add_argument_group("speed on a GPU (see tinyldm.speed)")
+        """GPU speed switches of the diffusion training loop (tinyldm.training.speed); the CPU ignores all but --compile."""
+        group = sub.add_argument_group("speed on a GPU (see tinyldm.training.speed)")
         group.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32 on CUDA")
         group.add_argument("--tf32", action="store_true", help="TF32 tensor cores for float32 matmuls on CUDA")
         group.add_argument("--channels-last", action="store_true", help="NHWC memory layout on CUDA")

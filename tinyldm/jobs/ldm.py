@@ -1,9 +1,9 @@
 """The latent diffusion jobs behind the ``tinyldm`` command: train a text-to-image model, and generate with it.
 
 Training never touches pixels after the first minute: the images (Shapes, or your own captioned pictures through
-``tinyldm.data.image_text_pairs``) are encoded once with the frozen autoencoder (``cached_latents``, optionally
+``tinyldm.data.folder.image_text_pairs``) are encoded once with the frozen autoencoder (``cached_latents``, optionally
 kept on disk) and the UNet trains on that latent tensor with the same loop as the pixel model
-(``tinyldm.train.train_diffusion``). The captions travel as indices into the list of distinct captions;
+(``tinyldm.training.diffusion_loop.train_diffusion``). The captions travel as indices into the list of distinct captions;
 ``CaptionDenoiser`` turns them into a text context, dropping some for classifier-free guidance.
 On your own data the small text encoder's tokenizer learns the words of your captions (``caption_text_config``);
 the pretrained encoder needs nothing learnt.
@@ -25,20 +25,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import distributed
-from .autoencoder import AutoencoderKL
-from .checkpoint import STATE_NAME
-from .data import Shapes, image_text_pairs
-from .guidance import NULL_CAPTION
-from .latent_cache import cached_latents, latent_cache_dir, weights_hash
-from .ldm import LatentDiffusion, check_parts
-from .pretrained import checkpoint_dir
-from .schedule import NoiseSchedule
-from .speed import SpeedConfig
-from .text import PretrainedTextEncoder, TextEncoderConfig, TinyTextEncoder, tokenizer_vocabulary, train_tokenizer
-from .run_folder import append_run_record
-from .train import TrainConfig, TrainResult, seeded, train_diffusion
-from .unet import UNet, UNetConfig
+from tinyldm.autoencoder import AutoencoderKL
+from tinyldm.data.folder import image_text_pairs
+from tinyldm.data.shapes import Shapes
+from tinyldm.guidance import NULL_CAPTION
+from tinyldm.ldm import LatentDiffusion, check_parts
+from tinyldm.pretrained import checkpoint_dir
+from tinyldm.runtime import seeded
+from tinyldm.schedule import NoiseSchedule
+from tinyldm.text import (
+    PretrainedTextEncoder,
+    TextEncoderConfig,
+    TinyTextEncoder,
+    tokenizer_vocabulary,
+    train_tokenizer,
+)
+from tinyldm.training import distributed
+from tinyldm.training.checkpoint import STATE_NAME
+from tinyldm.training.diffusion_loop import TrainConfig, TrainResult, train_diffusion
+from tinyldm.training.latent_cache import cached_latents, latent_cache_dir, weights_hash
+from tinyldm.training.run_folder import append_run_record
+from tinyldm.training.speed import SpeedConfig
+from tinyldm.unet import UNet, UNetConfig
 
 __all__ = ["LDMPreset", "LDM_PRESETS", "CaptionDenoiser", "caption_text_config", "train_ldm", "load_ldm",
            "generate_ldm", "SETTINGS_NAME", "MAX_CAPTION_TOKENS"]
@@ -245,9 +253,9 @@ def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: s
         progress: show progress bars.
         cache_dir: folder of the latent cache; ``latent_cache_dir()`` when None.
         until: stop after this step, as if interrupted (see ``train_diffusion``).
-        speed: GPU speed switches (``tinyldm.speed``); the defaults when None.
+        speed: GPU speed switches (``tinyldm.training.speed``); the defaults when None.
         data: None for Shapes; a folder of pictures with a captions.jsonl, "mnist" or "fashion-mnist" (see
-            ``tinyldm.data.image_text_pairs``). The small text encoder then learns the captions' words.
+            ``tinyldm.data.folder.image_text_pairs``). The small text encoder then learns the captions' words.
         image_size: the training image side instead of the preset's.
         strict: stop at the first unreadable or uncaptioned picture of ``data`` instead of skipping it.
     """

@@ -23,9 +23,9 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .autoencoder import AutoencoderKL
-from .checkpoint import atomic_write
-from .data.vision import default_root
+from tinyldm.autoencoder import AutoencoderKL
+from tinyldm.data.vision import default_root
+from tinyldm.runtime import atomic_write
 
 __all__ = ["encode_dataset", "weights_hash", "latent_cache_dir", "cached_latents"]
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from . import distributed
+from tinyldm.training import distributed
 
 __all__ = ["SpeedConfig"]
 

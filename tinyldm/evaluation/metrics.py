@@ -1,6 +1,6 @@
 """Scoring generated Shapes images with the judge: validity, attribute frequencies, and a FID on judge features.
 
-Three questions about a batch of generated images, each answered by ``tinyldm.judge.Judge``:
+Three questions about a batch of generated images, each answered by ``tinyldm.evaluation.judge.Judge``:
 
 1. **Validity**: what fraction shows one valid, well-formed object? An image counts as valid when the judge's
    valid head says so (p >= 0.5) *and* each attribute head is confident (top probability >= 0.5): a blob between
@@ -21,11 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .data import HELD_OUT, parse_caption
-from .judge import ATTRIBUTES, NEGATIVE_KINDS, Judge, JudgeConfig, attribute_targets, spoil, train_judge
+from tinyldm.data.shapes import HELD_OUT, parse_caption
+from tinyldm.evaluation.judge import ATTRIBUTES, Judge, attribute_targets
 
-__all__ = ["Judge", "JudgeConfig", "train_judge", "ATTRIBUTES", "NEGATIVE_KINDS", "spoil", "Judgement",
-           "judge_images", "judge_accuracy", "caption_accuracy", "frechet_distance", "attribute_frequencies",
+__all__ = ["Judgement", "judge_images", "judge_accuracy", "caption_accuracy", "frechet_distance", "attribute_frequencies",
            "total_variation", "evaluate_samples", "psnr", "evaluate_reconstructions", "VALID_THRESHOLD",
            "CONFIDENCE_THRESHOLD"]
 
@@ -91,7 +90,7 @@ def caption_accuracy(judge: Judge, images: Tensor, captions: list[str]) -> dict[
     """How often generated images show what their captions ask for, read by the judge.
 
     The judge reads colour, shape, size and position off each image; they are compared with the attributes the
-    caption names (``tinyldm.data.parse_caption``). The same computation as ``judge_accuracy``, with the captions
+    caption names (``tinyldm.data.shapes.parse_caption``). The same computation as ``judge_accuracy``, with the captions
     as the truth: on real images it measures the judge, on generated ones the generator (given a judge that is
     right on real images).
 

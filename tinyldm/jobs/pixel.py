@@ -16,18 +16,21 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
-from .data import Shapes, image_text_pairs
-from .evaluate import Judge, evaluate_samples, judge_accuracy, train_judge
-from .pretrained import load_schedule, save_schedule
-from .sampling import ddim_sample, ddpm_sample
-from .schedule import NoiseSchedule
-from .speed import SpeedConfig
-from .run_folder import append_run_record
-from .train import TrainConfig, TrainResult, seeded, train_diffusion
-from .unet import UNet, UNetConfig
+from tinyldm.data.folder import image_text_pairs
+from tinyldm.data.shapes import Shapes, shapes_tensor
+from tinyldm.evaluation.judge import Judge, train_judge
+from tinyldm.evaluation.metrics import evaluate_samples, judge_accuracy
+from tinyldm.pretrained import load_schedule, save_schedule
+from tinyldm.runtime import seeded
+from tinyldm.sampling import ddim_sample, ddpm_sample
+from tinyldm.schedule import NoiseSchedule
+from tinyldm.training import distributed
+from tinyldm.training.diffusion_loop import TrainConfig, TrainResult, train_diffusion
+from tinyldm.training.run_folder import append_run_record
+from tinyldm.training.speed import SpeedConfig
+from tinyldm.unet import UNet, UNetConfig
 
-__all__ = ["PixelPreset", "PIXEL_PRESETS", "shapes_tensor", "training_images", "check_resumed_data", "train_pixel",
+__all__ = ["PixelPreset", "PIXEL_PRESETS", "training_images", "check_resumed_data", "train_pixel",
            "load_pixel_model", "run_sampler", "sample_pixel", "generate", "evaluate_pixel", "train_and_score_judge"]
 
 
@@ -56,22 +59,16 @@ PIXEL_PRESETS = {
 }
 
 
-def shapes_tensor(num_images: int, size: int = 32, seed: int = 0, split: str = "train") -> torch.Tensor:
-    """The first ``num_images`` Shapes images as one tensor (num_images, 3, size, size) in [-1, 1]."""
-    dataset = Shapes(num_images, size=size, seed=seed, split=split)
-    return torch.stack([dataset[i]["image"] for i in range(num_images)])
-
-
 def training_images(data: str | Path | None, size: int, num_images: int | None, default_num: int,
                     strict: bool = False, progress: bool = True) -> tuple[torch.Tensor, dict]:
     """The images of an unconditional training job and a record of where they came from, for ``run.json``.
 
     Args:
         data: None for the Shapes train split (seed 0); else a folder of captioned pictures, "mnist" or
-            "fashion-mnist" (``tinyldm.data.image_text_pairs``; the captions go unused).
+            "fashion-mnist" (``tinyldm.data.folder.image_text_pairs``; the captions go unused).
         size: S, the image side.
         num_images: how many (the first ones); None: ``default_num`` Shapes, or every picture of ``data``.
-        strict, progress: see ``tinyldm.data.read_image_folder``.
+        strict, progress: see ``tinyldm.data.folder.read_image_folder``.
     Returns:
         images (n, 3, S, S) in [-1, 1] on the CPU, and the record ({"source": "shapes"} or the pairs' record).
     """
@@ -111,7 +108,7 @@ def train_pixel(preset: str, out: str | Path, device: torch.device, steps: int |
         steps, batch_size, num_images: override the preset's values.
         resume: continue the run saved in ``out``.
         progress: show the progress bar.
-        speed: GPU speed switches (``tinyldm.speed``); the defaults when None.
+        speed: GPU speed switches (``tinyldm.training.speed``); the defaults when None.
         data, strict: the training pictures (see ``training_images``); None for Shapes.
         image_size: the image side instead of the preset's.
     """
@@ -232,7 +229,7 @@ def evaluate_pixel(model: UNet, schedule: NoiseSchedule, image_size: int, judge:
     """Generate ``num_images`` images and score them with the judge against twice as many real test-split images.
 
     Returns:
-        the metrics of ``tinyldm.evaluate.evaluate_samples`` (plus the settings), and the generated images.
+        the metrics of ``tinyldm.evaluation.metrics.evaluate_samples`` (plus the settings), and the generated images.
     """
     images = generate(model, schedule, num_images, image_size, seed, sampler, steps, progress=progress)
     real = shapes_tensor(2 * max(num_images, 32), image_size, seed=seed, split="test")  # 2N: see evaluate_samples

@@ -1,6 +1,6 @@
 """The autoencoder jobs behind the ``tinyldm`` command: train one with a preset, reconstruct and score images.
 
-Like ``tinyldm.jobs`` for the pixel model, each job is a plain function with explicit arguments that the command,
+Like ``tinyldm.jobs.pixel`` for the pixel model, each job is a plain function with explicit arguments that the command,
 the notebook and the tests call alike. The presets: ``tiny`` for a quick look (f = 4, a minute or two on a CPU),
 ``small`` for the shipped 32x32 checkpoint (f = 4: 32x32x3 -> 8x8x4, about 20 minutes on one CPU core), ``full``
 for 64x64 images on a GPU (f = 8, the factor of Stable Diffusion's autoencoder: 64x64x3 -> 8x8x4). With
@@ -19,14 +19,16 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
-from . import distributed
-from .autoencoder import AutoencoderConfig, AutoencoderKL
-from .autoencoder_training import AutoencoderTrainConfig, AutoencoderTrainResult, train_autoencoder
-from .evaluate import Judge, evaluate_reconstructions
-from .jobs import check_resumed_data, shapes_tensor, training_images
-from .losses import AutoencoderLoss, AutoencoderLossConfig
-from .run_folder import append_run_record
-from .train import seeded
+from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
+from tinyldm.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
+from tinyldm.data.shapes import shapes_tensor
+from tinyldm.evaluation.judge import Judge
+from tinyldm.evaluation.metrics import evaluate_reconstructions
+from tinyldm.jobs.pixel import check_resumed_data, training_images
+from tinyldm.runtime import seeded
+from tinyldm.training import distributed
+from tinyldm.training.autoencoder_loop import AutoencoderTrainConfig, AutoencoderTrainResult, train_autoencoder
+from tinyldm.training.run_folder import append_run_record
 
 __all__ = ["AutoencoderPreset", "AUTOENCODER_PRESETS", "train_autoencoder_preset", "load_autoencoder",
            "reconstruct", "evaluate_autoencoder", "plot_reconstructions", "ERROR_SCALE"]
@@ -87,7 +89,7 @@ def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device,
         resume: continue the run saved in ``out``.
         progress: show the progress bar.
         lpips: an already-built ``tinyldm.perceptual.LPIPS`` to use; built here when None and the preset needs it.
-        data, strict: the training pictures (see ``tinyldm.jobs.training_images``); None for Shapes.
+        data, strict: the training pictures (see ``tinyldm.jobs.pixel.training_images``); None for Shapes.
         image_size: the image side instead of the preset's; a multiple of the factor f.
     """
     if preset not in AUTOENCODER_PRESETS:
@@ -160,7 +162,7 @@ def evaluate_autoencoder(model: AutoencoderKL, num_images: int = 512, image_size
     these images was seen in training.
 
     Returns:
-        (the metrics of ``tinyldm.evaluate.evaluate_reconstructions`` plus the settings, the originals
+        (the metrics of ``tinyldm.evaluation.metrics.evaluate_reconstructions`` plus the settings, the originals
         (N, 3, S, S), the reconstructions (N, 3, S, S)).
     """
     originals = shapes_tensor(num_images, image_size, seed=seed, split="test")

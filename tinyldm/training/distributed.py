@@ -3,9 +3,9 @@
 ``torchrun --nproc_per_node N -m tinyldm train ...`` starts N copies of the command; each learns its place from
 the environment torchrun sets (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``).
 ``init_from_environment`` joins them into one process group (NCCL on CUDA, gloo on the CPU) and gives each
-process its device. The training loop (``tinyldm.train.train_diffusion``) then wraps the model in
+process its device. The training loop (``tinyldm.training.diffusion_loop.train_diffusion``) then wraps the model in
 ``DistributedDataParallel``, which averages the gradients of every backward pass over the processes; the
-autoencoder's loop (``tinyldm.autoencoder_training``) averages them itself (``average_gradients``).
+autoencoder's loop (``tinyldm.training.autoencoder_loop``) averages them itself (``average_gradients``).
 
 How the work is split, so that N processes take the very steps one process would take with the same global batch:
 every process draws the *whole* global batch's indices, steps t and noise eps from generators seeded alike, and

@@ -10,44 +10,16 @@ the previous checkpoint intact rather than half a file.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import torch
 
-__all__ = ["atomic_write", "save_training_state", "load_training_state", "STATE_NAME"]
+from tinyldm.runtime import atomic_write
+
+__all__ = ["save_training_state", "load_training_state", "STATE_NAME"]
 
 STATE_NAME = "train_state.pt"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
-    """Write a file so that readers see either the old file or the complete new one, never a partial file.
-
-    ``write(f)`` fills a temporary file in the same folder; it is flushed to disk and then renamed over ``path``
-    with ``os.replace``, which is atomic on POSIX and Windows when both names are on one file system.
-
-    Args:
-        path: the file to (re)write; its folder must exist.
-        write: called with the open binary temporary file.
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp, 0o666 & ~umask)  # mkstemp makes the file private; give it the permissions open() would
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:

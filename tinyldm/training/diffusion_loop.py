@@ -6,8 +6,8 @@ with the running loss, sample grids every so often, a loss log in JSON lines and
 atomically that resume exactly. A non-finite loss stops the run with the step number.
 
 The pieces (``TrainConfig``, ``lr_factor``, ``EMA``, ``save_training_state``, and the run folder's loss log and
-resume checks in ``tinyldm.run_folder``) are separate so that other loops, such as the autoencoder's adversarial
-one (``tinyldm.autoencoder_training``), share them.
+resume checks in ``tinyldm.training.run_folder``) are separate so that other loops, such as the autoencoder's adversarial
+one (``tinyldm.training.autoencoder_loop``), share them.
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import distributed
-from .checkpoint import STATE_NAME, save_training_state
-from .diffusion import diffusion_loss
-from .ema import EMA
-from .pretrained import config_to_dict, save_schedule
-from .run_folder import LOG_NAME, LossLog, open_run_folder
-from .sampling import ddim_sample
-from .schedule import NoiseSchedule
-from .speed import SpeedConfig
+from tinyldm.diffusion import diffusion_loss
+from tinyldm.pretrained import config_to_dict, save_schedule
+from tinyldm.sampling import ddim_sample
+from tinyldm.schedule import NoiseSchedule
+from tinyldm.training import distributed
+from tinyldm.training.checkpoint import STATE_NAME, save_training_state
+from tinyldm.training.ema import EMA
+from tinyldm.training.run_folder import LOG_NAME, LossLog, open_run_folder
+from tinyldm.training.speed import SpeedConfig
 
-__all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "lr_factor", "plot_losses", "seeded",
+__all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "lr_factor", "plot_losses",
            "train_diffusion"]
 
 
@@ -123,15 +123,6 @@ def plot_losses(losses: list[float], window: int = 100, title: str = "training l
 
 
 @contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block with PyTorch's global RNG seeded, then restore it: e.g. a reproducible weight initialisation
-    (``nn.Conv2d`` draws its initial weights from the global RNG) that leaves the caller's RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextlib.contextmanager
 def _dropout_rng(generator: torch.Generator, device: torch.device) -> Iterator[None]:
     """Seed PyTorch's global RNG (which dropout draws from) from ``generator`` for one step, then restore it.
 
@@ -147,7 +138,7 @@ def _dropout_rng(generator: torch.Generator, device: torch.device) -> Iterator[N
 
 def _save_samples(ema_model: nn.Module, schedule: NoiseSchedule, config: TrainConfig, shape: tuple[int, ...],
                   path: Path, conditioning: Tensor | None, decode: Callable[[Tensor], Tensor] | None) -> None:
-    from .viz import save_grid
+    from tinyldm.viz.images import save_grid
 
     generator = torch.Generator(schedule.betas.device).manual_seed(config.seed)
     num = config.num_samples if conditioning is None else min(config.num_samples, conditioning.shape[0])
@@ -180,7 +171,7 @@ def train_diffusion(
     takes an AdamW step on || eps - model(x_t, t) ||^2. Everything random comes from generators seeded with
     ``config.seed`` whose states are checkpointed, so resuming repeats the uninterrupted run exactly on a CPU.
 
-    Started by ``torchrun`` (see ``tinyldm.distributed``), the processes share each global batch of
+    Started by ``torchrun`` (see ``tinyldm.training.distributed``), the processes share each global batch of
     ``batch_size`` images, DistributedDataParallel averages their gradients, and the run takes the same steps as
     a single process would, up to the order of floating-point sums; only process 0 writes to ``out``.
 
@@ -246,7 +237,7 @@ def train_diffusion(
                total=config.steps)
     for step in bar:
         tick = time.perf_counter()
-        # The whole global batch is drawn on every process, which keeps its share (see tinyldm.distributed).
+        # The whole global batch is drawn on every process, which keeps its share (see tinyldm.training.distributed).
         index = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_gen)
         x0 = speed.format_batch(distributed.shard(data[index.to(data.device)]).to(device, non_blocking=True))
         cond = None if conditioning is None else \

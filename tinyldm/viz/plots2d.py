@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .schedule import NoiseSchedule
+from tinyldm.schedule import NoiseSchedule
 
 __all__ = ["plot_points", "plot_point_clouds", "reverse_animation", "reverse_explorer", "plot_direction_field"]
 
@@ -187,7 +187,7 @@ def reverse_explorer(
 ) -> ipywidgets.VBox:
     """A slider that scrubs t through a recorded reverse process, redrawing x_t (and the x0 prediction).
 
-    The figure is rendered to PNG into an ``ipywidgets.Image`` (as ``tinyldm.viz.forward_explorer`` does), so it
+    The figure is rendered to PNG into an ``ipywidgets.Image`` (as ``tinyldm.viz.images.forward_explorer`` does), so it
     needs no display hook and leaves nothing behind in pyplot.
 
     Args:

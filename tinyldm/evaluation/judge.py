@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .data import COLORS, POSITIONS, SHAPES, SIZES, Shapes
-from .pretrained import PretrainedMixin
-from .train import lr_factor, seeded
+from tinyldm.data.shapes import COLORS, POSITIONS, SHAPES, SIZES, Shapes
+from tinyldm.pretrained import PretrainedMixin
+from tinyldm.runtime import seeded
+from tinyldm.training.diffusion_loop import lr_factor
 
 __all__ = ["ATTRIBUTES", "NEGATIVE_KINDS", "JudgeConfig", "Judge", "attribute_targets", "spoil", "train_judge"]
 

@@ -4,7 +4,7 @@ Each step is the recipe of Esser et al. 2021 (taming transformers) as latent dif
 2022, App. G): encode a batch, draw z from the posterior, decode, and take an Adam step on the autoencoder with
 L1 + LPIPS + a tiny KL + (after ``disc_start``) the adaptive-weighted GAN term; then take an Adam step on the
 discriminator with the hinge loss on real images and the (detached) reconstructions. The engineering is the
-diffusion loop's (``tinyldm.train``): warm-up and cosine decay, gradient clipping, an optional EMA, a loss log in
+diffusion loop's (``tinyldm.training.diffusion_loop``): warm-up and cosine decay, gradient clipping, an optional EMA, a loss log in
 JSON lines, reconstruction grids, and atomic checkpoints (both optimisers, the discriminator, the EMA and the
 random generators) that resume exactly. The exported model carries its latent scale factor (Sec. 4.3.2).
 """
@@ -24,14 +24,14 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import distributed
-from .autoencoder import AutoencoderKL, estimate_scale_factor
-from .checkpoint import STATE_NAME, save_training_state
-from .ema import EMA
-from .losses import AutoencoderLoss
-from .pretrained import config_to_dict
-from .run_folder import LOG_NAME, LossLog, open_run_folder
-from .train import NonFiniteLossError, _dropout_rng, lr_factor
+from tinyldm.autoencoder import AutoencoderKL, estimate_scale_factor
+from tinyldm.autoencoder_loss import AutoencoderLoss
+from tinyldm.pretrained import config_to_dict
+from tinyldm.training import distributed
+from tinyldm.training.checkpoint import STATE_NAME, save_training_state
+from tinyldm.training.diffusion_loop import NonFiniteLossError, _dropout_rng, lr_factor
+from tinyldm.training.ema import EMA
+from tinyldm.training.run_folder import LOG_NAME, LossLog, open_run_folder
 
 __all__ = ["AutoencoderTrainConfig", "AutoencoderTrainResult", "train_autoencoder", "plot_autoencoder_losses",
            "SCALE_IMAGES"]
@@ -185,7 +185,7 @@ def train_autoencoder(
                total=config.steps)
     for step in bar:
         tick = time.perf_counter()
-        # The whole global batch is drawn on every process, which keeps its share (see tinyldm.distributed).
+        # The whole global batch is drawn on every process, which keeps its share (see tinyldm.training.distributed).
         index = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_gen)
         x = distributed.shard(data[index]).to(device, non_blocking=True)
         lr = opt_g.param_groups[0]["lr"]
@@ -194,7 +194,8 @@ def train_autoencoder(
         with autocast, _dropout_rng(noise_gen, device):
             latent_eps = torch.randn((config.batch_size, *latent_shape), generator=noise_gen, device=device)
             reconstruction, posterior = model(x, sample_posterior=True, eps=distributed.shard(latent_eps))
-            g_total, g_logs = loss.generator_loss(x, reconstruction, posterior, step, model.last_layer)
+            g_total, g_logs = loss.generator_loss(x, reconstruction, posterior, step, model.last_layer,
+                                                      average=distributed.mean_over_processes)
         record["loss"] = _finite(distributed.mean_over_processes(g_total.detach()), step, "loss", lr)
         opt_g.zero_grad(set_to_none=True)
         g_total.backward()
@@ -292,7 +293,7 @@ def _export(model: AutoencoderKL, data: Tensor, seed: int) -> AutoencoderKL:
 @torch.no_grad()
 def _save_reconstructions(model: AutoencoderKL, x: Tensor, path: Path) -> None:
     """Originals (top row) over their reconstructions from the posterior mean (bottom row)."""
-    from .viz import save_grid
+    from tinyldm.viz.images import save_grid
 
     was_training = model.training
     model.eval()

@@ -1,0 +1,1 @@
+"""The ``tinyldm`` command: its arguments (``parser``) and what each subcommand does (``main``)."""
