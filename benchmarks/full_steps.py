@@ -31,14 +31,14 @@ from tinyldm.autoencoder_loss import AutoencoderLoss
 from tinyldm.data.shapes import shapes_tensor
 from tinyldm.diffusion import diffusion_loss
 from tinyldm.jobs.autoencoder import AUTOENCODER_PRESETS
-from tinyldm.jobs.ldm import LDM_PRESETS, CaptionDenoiser
+from tinyldm.jobs.ldm import LDM_PRESETS
 from tinyldm.jobs.pixel import PIXEL_PRESETS
-from tinyldm.ldm import check_parts
+from tinyldm.guidance import drop_captions
+from tinyldm.ldm import LatentDiffusion, check_parts
 from tinyldm.perceptual import LPIPS
-from tinyldm.runtime import seeded  # the loops' own: dropout draws from a generator-seeded global RNG
+from tinyldm.runtime import dropout_rng, seeded  # the loops' own: dropout draws from a generator-seeded global RNG
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.text import shapes_captions
-from tinyldm.training.diffusion_loop import _dropout_rng
 from tinyldm.training.ema import EMA
 from tinyldm.training.latent_cache import encode_dataset
 from tinyldm.training.speed import SpeedConfig
@@ -91,28 +91,35 @@ def _sampler(data: torch.Tensor, batch: int, device: torch.device, speed: SpeedC
     return draw
 
 
-def _diffusion(model, data, conditioning, schedule, config, batch, device, s) -> Bench:
-    """The step of ``train_diffusion`` for ``model``, with the loop's speed switches (``SpeedConfig``)."""
+def _diffusion(model, data, captions, p_uncond, schedule, config, batch, device, s) -> Bench:
+    """The step of ``train_diffusion`` for ``model``, with the loop's speed switches (``SpeedConfig``): the
+    noise-prediction loss of an image UNet, or a text-conditioned pipeline's own ``training_loss``."""
     speed = _speed(s)
     ema = EMA(model, config.ema_decay)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay,
                                   **speed.adamw_options(device))
-    network = speed.prepare_model(model, device)
+    unet = model if captions is None else model.unet
+    speed.prepare_model(unet, device)
     draw = _sampler(data, batch, device, speed)
     noise_gen = torch.Generator(device).manual_seed(1)
+    caption_gen = torch.Generator().manual_seed(0)
     autocast = speed.autocast(device)
-
-    def cond_of(index: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {} if conditioning is None else {"cond": conditioning[index].to(device, non_blocking=True)}
 
     def step() -> None:
         x0, index = draw()
-        with autocast, _dropout_rng(noise_gen, device):
-            loss = diffusion_loss(network, x0, schedule, generator=noise_gen, conditioning=cond_of(index))
+        with autocast, dropout_rng(noise_gen, device):
+            t = torch.randint(0, schedule.num_steps, (batch,), generator=noise_gen, device=device)  # (B,)
+            eps = torch.randn(x0.shape, generator=noise_gen, device=device, dtype=x0.dtype)
+            if captions is None:
+                loss = diffusion_loss(model, x0, schedule, t=t, eps=eps)
+            else:
+                prompts = drop_captions([captions[i] for i in index.tolist()], p_uncond, caption_gen)
+                loss = model.training_loss(x0, prompts, t=t, eps=eps)
         _check(loss, "loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        _check(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf), "gradient norm")
+        _check(torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or math.inf), "gradient norm")
         optimizer.step()
         ema.update(model)
 
@@ -120,8 +127,12 @@ def _diffusion(model, data, conditioning, schedule, config, batch, device, s) ->
         x0, index = draw()
         t = torch.randint(0, schedule.num_steps, (batch,), generator=noise_gen, device=device)  # (B,)
         with autocast, torch.no_grad():
-            network(x0, t, **cond_of(index))
-    return Bench(step, forward, sum(p.numel() for p in model.parameters() if p.requires_grad))
+            if captions is None:
+                unet(x0, t)
+            else:
+                context, mask = model.encode_prompts([captions[i] for i in index.tolist()])
+                unet(x0, t, context, mask)
+    return Bench(step, forward, sum(p.numel() for p in trainable))
 
 
 def _pixel(batch: int, device: torch.device, s: dict[str, bool]) -> Bench:
@@ -130,12 +141,12 @@ def _pixel(batch: int, device: torch.device, s: dict[str, bool]) -> Bench:
         unet = UNet(recipe.unet).to(device)
     data = shapes_tensor(batch, recipe.image_size)  # (B, 3, 64, 64) on the CPU, as train_pixel keeps it
     schedule = NoiseSchedule.cosine(recipe.num_steps).to(device)
-    return _diffusion(unet, data, None, schedule, recipe.train, batch, device, s)
+    return _diffusion(unet, data, None, 0.0, schedule, recipe.train, batch, device, s)
 
 
 class RandomContexts(torch.nn.Module):
-    """Stands in for the frozen text encoder: ``encode`` gives random (U, L, 384) contexts and padding masks of
-    random lengths, which ``CaptionDenoiser`` keeps as its table of contexts, as it does MiniLM's."""
+    """Stands in for the frozen text encoder: ``encode`` gives random (B, L, 384) contexts and padding masks of
+    random lengths, where the pipeline's ``training_loss`` runs MiniLM on the batch's captions."""
 
     context_dim = CONTEXT_DIM
 
@@ -155,12 +166,12 @@ def _latent(batch: int, device: torch.device, s: dict[str, bool]) -> Bench:
         c = ae.config.latent_channels
         unet = UNet(replace(recipe.unet, in_channels=c, out_channels=c, context_dim=text.context_dim))
     check_parts(ae, unet, text, recipe.image_size)
-    del ae  # training reads the cached latents only
     captions = shapes_captions()
-    cond = torch.randint(0, len(captions), (batch,), generator=torch.Generator().manual_seed(0))  # (B,)
-    denoiser = CaptionDenoiser(unet, text, captions, recipe.p_uncond).to(device)
+    index = torch.randint(0, len(captions), (batch,), generator=torch.Generator().manual_seed(0))  # (B,)
     schedule = NoiseSchedule.scaled_linear(recipe.num_steps).to(device)
-    bench = _diffusion(denoiser, latents, cond, schedule, recipe.train, batch, device, s)
+    pipeline = LatentDiffusion(ae, unet, schedule, text, recipe.image_size).to(device)
+    bench = _diffusion(pipeline, latents, [captions[i] for i in index.tolist()], recipe.p_uncond, schedule,
+                       recipe.train, batch, device, s)
     bench.notes.append(f"latent: the UNet on {tuple(latents.shape[1:])} latents of {recipe.image_size}x"
                        f"{recipe.image_size} images; random text contexts (L={CONTEXT_LENGTH}, D={CONTEXT_DIM}) "
                        "stand in for the frozen MiniLM's, which is neither loaded nor counted")
@@ -200,7 +211,7 @@ def _autoencoder(batch: int, device: torch.device, s: dict[str, bool]) -> Bench:
 
     def step() -> None:
         x, _ = draw()
-        with autocast, _dropout_rng(noise_gen, device):
+        with autocast, dropout_rng(noise_gen, device):
             reconstruction, posterior = model(x, sample_posterior=True, generator=noise_gen)
             g_total, _ = loss.generator_loss(x, reconstruction, posterior, gan_step, model.last_layer)
         _check(g_total, "loss")

@@ -47,7 +47,8 @@ def _phase(kind: str, phase: str, steps: int, threads: int | None, device_name: 
     from tinyldm.evaluation.judge import Judge
     from tinyldm.evaluation.metrics import caption_accuracy, judge_images
     from tinyldm.jobs.ldm import load_ldm
-    from tinyldm.jobs.pixel import load_pixel_model, run_sampler
+    from tinyldm.jobs.pixel import load_pixel_model
+    from tinyldm.sampling import sample
     from tinyldm.pretrained import checkpoint_dir
     from tinyldm.schedule import NoiseSchedule
     from tinyldm.text import shapes_captions
@@ -103,14 +104,14 @@ def _phase(kind: str, phase: str, steps: int, threads: int | None, device_name: 
         judge = Judge.from_pretrained(checkpoint_dir("judge-shapes")).to(device)
         with torch.no_grad():
             if kind == "pixel":
-                images = run_sampler(unet, (128, *shape), schedule, "ddpm", steps=100, generator=gen,
+                images = sample(unet, (128, *shape), schedule, "ddpm", steps=100, generator=gen, clip_x0=True,
                                      progress=False)
                 result["valid"] = judge_images(judge, images).valid.float().mean().item()
                 start = time.perf_counter()
-                run_sampler(unet, (BATCH, *shape), schedule, "ddim", steps=50, generator=gen, progress=False)
+                sample(unet, (BATCH, *shape), schedule, "ddim", steps=50, generator=gen, clip_x0=True, progress=False)
             elif kind == "latent-same":
                 start = time.perf_counter()
-                z = run_sampler(unet, (BATCH, *shape), schedule, "ddim", steps=50, generator=gen, progress=False)
+                z = sample(unet, (BATCH, *shape), schedule, "ddim", steps=50, generator=gen, progress=False)
                 ldm.decode_latents(z)
             else:
                 images = ldm.sample(prompts, steps=50, guidance_scale=3.0, generator=gen, progress=False)

@@ -11,11 +11,10 @@ from PIL import Image
 
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.cli.main import main
-from tinyldm.jobs.pixel import run_sampler, sample_pixel
+from tinyldm.jobs.pixel import sample_pixel
 from tinyldm.ldm import LatentDiffusion
 from tinyldm.perceptual import LPIPS_WEIGHTS_VAR
 from tinyldm.runtime import seeded
-from tinyldm.sampling import ddim_sample
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.unet import UNet, UNetConfig
 
@@ -35,6 +34,13 @@ def test_train_pixel_writes_a_loadable_run(run):
     assert len((run / "loss.jsonl").read_text().splitlines()) == 2
     assert json.loads((run / "run.json").read_text())["runs"][0]["preset"] == "tiny"
     assert UNet.from_pretrained(run).config == UNetConfig.tiny()
+
+
+def test_an_unknown_preset_names_the_presets_there_are(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "pixel", "--config", "huge", "--out", str(tmp_path / "x")])
+    assert "unknown preset 'huge'; choose from full, small, tiny" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_train_pixel_resumes_and_refuses_to_overwrite(run, capsys):
@@ -66,20 +72,6 @@ def test_ddpm_sampling_keeps_about_the_requested_frames():
                                           frames=5, progress=False)
     assert images.shape == (2, 3, 8, 8) and frames.shape == (6, 2, 3, 8, 8)
     assert labels == [19, 15, 11, 7, 3, -1]  # the full chain: every step of Ho et al.'s Algorithm 2
-
-
-def test_ancestral_sampling_on_fewer_steps_is_ddim_with_eta_one():
-    model = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, attention_levels=(),
-                            groups=4))
-    torch.nn.init.normal_(model.conv_out.weight, std=0.1)  # a model that predicts something
-    schedule = NoiseSchedule.cosine(20)
-    shape = (2, 3, 8, 8)
-    ours = run_sampler(model, shape, schedule, "ddpm", 5, torch.Generator().manual_seed(0), progress=False)
-    reference = ddim_sample(model, shape, schedule, steps=5, eta=1.0, generator=torch.Generator().manual_seed(0),
-                            clip_x0=True, progress=False)
-    assert torch.equal(ours, reference)
-    with pytest.raises(ValueError, match="sampler must be 'ddpm' or 'ddim'"):
-        run_sampler(model, shape, schedule, "euler", 5)
 
 
 def test_train_judge_and_evaluate(run, tmp_path, capsys):

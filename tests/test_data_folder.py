@@ -291,8 +291,8 @@ def test_train_ldm_on_a_folder_learns_its_words_and_generates(pets, tiny_autoenc
     assert ldm.text_encoder.max_length == 2 + 5  # "a cat and a ball" and [CLS] [SEP]
     run = json.loads((out / "run.json").read_text())["runs"][0]
     assert run["data"]["source"] == str(pets) and run["data"]["pairs"] == 6 and run["distinct_captions"] == 6
-    settings = json.loads((out / "ldm_settings.json").read_text())
-    assert settings["data"]["images_sha256"] == run["data"]["images_sha256"] and settings["num_images"] == 6
+    settings = json.loads((out / "train_config.json").read_text())
+    assert settings["unconditional"] is False and len(settings["captions_sha256"]) == 64
     capsys.readouterr()
     assert main(["generate", "--checkpoint", str(out), "--prompt", "a white dog sleeping", "--num-images", "2",
                  "--steps", "2", "--sampler", "ddim", "--out", str(tmp_path / "generated")]) == 0

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
 from tinyldm.data.shapes import shapes_tensor
-from tinyldm.jobs.ldm import CaptionDenoiser
+from tinyldm.ldm import LatentDiffusion
 from tinyldm.runtime import seeded
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.text import TextEncoderConfig, TinyTextEncoder
@@ -28,20 +28,23 @@ CAPTIONS = ["a large red circle at the top left", "a small blue square in the ce
 STEPS, HALF = 6, 3
 # Two processes sum their gradients in another order than one process does: float32 rounding, nothing more.
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
+SCHEDULE = NoiseSchedule.linear(50)
 
 
-def _denoiser() -> CaptionDenoiser:
-    """A text-conditioned latent denoiser with caption dropout, as ``train_ldm`` builds it (tiny)."""
+def _pipeline() -> LatentDiffusion:
+    """A text-conditioned latent diffusion pipeline, as ``train_ldm`` builds it (tiny)."""
     with seeded(0):
+        autoencoder = AutoencoderKL(AutoencoderConfig(base_channels=8, channel_mults=(1, 2, 2), groups=4))
         text = TinyTextEncoder(TextEncoderConfig.tiny())
         unet = UNet(UNetConfig(in_channels=4, out_channels=4, base_channels=8, channel_mults=(1, 2),
                                attention_levels=(1,), groups=4, context_dim=text.context_dim))
-    return CaptionDenoiser(unet, text, CAPTIONS, p_uncond=0.3, seed=0)
+    return LatentDiffusion(autoencoder, unet, SCHEDULE, text, image_size=32)
 
 
-def _data() -> tuple[torch.Tensor, torch.Tensor]:
+def _data() -> tuple[torch.Tensor, list[str]]:
     gen = torch.Generator().manual_seed(0)
-    return torch.randn(32, 4, 8, 8, generator=gen), torch.randint(0, len(CAPTIONS), (32,), generator=gen)
+    index = torch.randint(0, len(CAPTIONS), (32,), generator=gen)
+    return torch.randn(32, 4, 8, 8, generator=gen), [CAPTIONS[i] for i in index.tolist()]
 
 
 def _config(**changes) -> TrainConfig:
@@ -50,10 +53,10 @@ def _config(**changes) -> TrainConfig:
 
 
 def _train(out: Path | None, until: int | None = None, resume: bool = False):
-    model = _denoiser()
-    latents, cond = _data()
-    result = train_diffusion(model, latents, NoiseSchedule.linear(50), _config(), out=out, resume=resume,
-                             progress=False, until=until, conditioning=cond)
+    model = _pipeline()
+    latents, captions = _data()
+    result = train_diffusion(model, latents, SCHEDULE, _config(), out=out, resume=resume, progress=False,
+                             until=until, captions=captions, p_uncond=0.3)
     return model, result
 
 
@@ -66,7 +69,7 @@ def _worker(rank: int, world: int, rendezvous: str, out: str, results: str) -> N
         if rank == 0:
             torch.save({"losses": result.losses, "model": model.state_dict(),
                         "ema": result.ema_model.state_dict()}, results)
-        else:  # the processes must hold the same weights: DDP keeps them in step
+        else:  # the processes must hold the same weights: the averaged gradients keep them in step
             reference = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
             torch.save(reference, results + ".rank1")
     finally:

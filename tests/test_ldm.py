@@ -10,7 +10,6 @@ from transformers import PreTrainedTokenizerFast
 
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.diffusion import diffusion_loss
-from tinyldm.jobs.ldm import CaptionDenoiser
 from tinyldm.ldm import LatentDiffusion, check_parts
 from tinyldm.runtime import seeded
 from tinyldm.sampling import ddim_sample
@@ -160,24 +159,22 @@ def test_the_training_loss_trains_unet_and_text_encoder_and_drops_captions():
         ldm.training_loss(z0, prompts[:3])
 
 
-def test_the_caption_denoiser_drops_captions_only_in_training_and_checkpoints_its_generator():
-    unet, text = _unet(), _text_encoder()
-    captions = [PROMPT, "a small blue square on the left"]
-    denoiser = CaptionDenoiser(unet, text, captions, p_uncond=0.5, seed=0)
-    frozen = CaptionDenoiser(unet, _text_encoder().requires_grad_(False), captions, p_uncond=0.5, seed=0)
-    assert frozen.text_encoder is None and frozen.contexts.shape[0] == 3  # a table: two captions and the null one
-    zt, t = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.full((6,), 10)
-    cond = torch.tensor([0, 1, 0, 1, 0, 1])
-    denoiser.eval()
-    context, mask = text.encode([captions[i] for i in cond.tolist()])
-    torch.testing.assert_close(denoiser(zt, t, cond), unet(zt, t, context, mask))
-    torch.testing.assert_close(frozen.eval()(zt, t, cond), denoiser(zt, t, cond), atol=1e-5, rtol=1e-4)
-    denoiser.train()
-    state = denoiser.state_dict()
-    first = denoiser(zt, t, cond)
-    assert not torch.allclose(first, denoiser(zt, t, cond))  # fresh coin flips each call
-    denoiser.load_state_dict(state)  # restores the coin flips' generator
-    torch.testing.assert_close(denoiser(zt, t, cond), first)
+def test_the_training_loss_takes_the_loops_draws_of_t_and_eps():
+    ldm = _ldm()
+    z0 = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([0, 10, 25, 49])
+    eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(4))
+    context, mask = ldm.text_encoder.encode([PROMPT] * 4)
+    expected = diffusion_loss(ldm.unet, z0, SCHEDULE, t=t, eps=eps,
+                              conditioning={"context": context, "context_mask": mask})
+    torch.testing.assert_close(ldm.training_loss(z0, [PROMPT] * 4, t=t, eps=eps), expected)
+
+
+def test_an_image_size_that_is_not_a_whole_number_says_so():
+    unet = UNet(dataclasses.replace(UNetConfig.tiny(), base_channels=8, num_heads=2, in_channels=4, out_channels=4,
+                                    context_dim=32))
+    with pytest.raises(TypeError, match="image size 32.5 is a float, not a whole number of pixels"):
+        check_parts(_autoencoder(), unet, _text_encoder(), 32.5)
 
 
 def test_the_latent_cache_reuses_its_file_and_keys_it_by_the_weights(tmp_path, monkeypatch):

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from tinyldm.diffusion import x0_to_eps
-from tinyldm.sampling import ddim_sample, ddim_step, ddim_timesteps, ddpm_sample, ddpm_step
+from tinyldm.sampling import ddim_sample, ddim_step, ddim_timesteps, ddpm_sample, ddpm_step, sample
 from tinyldm.schedule import NoiseSchedule, extract, q_sample
+from tinyldm.unet import UNet, UNetConfig
 
 
 def _oracle(x0, schedule):
@@ -253,3 +254,26 @@ def test_bad_arguments_raise_clear_errors():
         ddim_step(torch.zeros(2, 2), t, 4, xt, schedule)
     with pytest.raises(ValueError, match=r"t must have shape \(2,\)"):
         ddim_step(torch.zeros(2, 2), torch.full((3,), 5), torch.full((3,), 4), xt, schedule)
+
+
+def test_sample_by_name_is_ancestral_ddpm_or_ddim():
+    model = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, attention_levels=(),
+                            groups=4))
+    torch.nn.init.normal_(model.conv_out.weight, std=0.1)  # a model that predicts something
+    schedule = NoiseSchedule.cosine(20)
+    shape = (2, 3, 8, 8)
+
+    def draw(sampler, steps, eta=0.0, seed=0):
+        return sample(model, shape, schedule, sampler, steps, eta, torch.Generator().manual_seed(seed),
+                      clip_x0=True, progress=False)
+
+    # ancestral on fewer than T steps is DDIM with eta = 1 (Song et al. 2021, Eq. 16); on all T, Algorithm 2
+    reference = ddim_sample(model, shape, schedule, steps=5, eta=1.0, generator=torch.Generator().manual_seed(0),
+                            clip_x0=True, progress=False)
+    assert torch.equal(draw("ddpm", 5), reference)
+    full = ddpm_sample(model, shape, schedule, torch.Generator().manual_seed(0), clip_x0=True, progress=False)
+    assert torch.equal(draw("ddpm", 20), full)
+    assert torch.equal(draw("ddim", 5), draw("ddim", 5, seed=0))
+    assert not torch.equal(draw("ddim", 5, eta=0.5), draw("ddim", 5))
+    with pytest.raises(ValueError, match=r"sampler must be one of \('ddpm', 'ddim'\), got 'euler'"):
+        draw("euler", 5)

@@ -34,14 +34,12 @@ from tinyldm.diffusion import diffusion_loss
 from tinyldm.guidance import ClassifierFreeGuidance, drop_captions
 from tinyldm.pretrained import CONFIG_NAME, load_schedule, save_schedule
 from tinyldm.runtime import atomic_write
-from tinyldm.sampling import ddim_sample, ddpm_sample
+from tinyldm.sampling import SAMPLERS, sample
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.text import TEXT_ENCODER_VAR, PretrainedTextEncoder, TinyTextEncoder, check_prompts
 from tinyldm.unet import UNet
 
-__all__ = ["LatentDiffusion", "check_parts", "SAMPLERS"]
-
-SAMPLERS = ("ddpm", "ddim")
+__all__ = ["LatentDiffusion", "check_parts"]
 TextEncoder = TinyTextEncoder | PretrainedTextEncoder
 
 
@@ -60,8 +58,8 @@ def check_parts(autoencoder: AutoencoderKL, unet: UNet, text_encoder: TextEncode
                              f"UNetConfig(in_channels={c}, out_channels={c})")
     f = autoencoder.downsampling_factor
     if isinstance(image_size, bool) or not isinstance(image_size, int):
-        raise ValueError(f"image size {image_size!r} is not a multiple of {f}: the autoencoder downsamples "
-                         f"{len(autoencoder.config.channel_mults) - 1} times; use 32")
+        raise TypeError(f"image size {image_size!r} is a {type(image_size).__name__}, not a whole number of "
+                        f"pixels: pass an int that is a multiple of the autoencoder's factor f = {f}, e.g. 32")
     autoencoder.config.check_image_size(image_size)
     side, k = image_size // f, 2 ** unet.config.num_downsamples
     if side % k:
@@ -146,20 +144,22 @@ class LatentDiffusion(nn.Module):
         return self.text_encoder.encode(prompts, allow_empty=allow_empty)
 
     def training_loss(self, z0: Tensor, prompts: Sequence[str] | None = None, p_uncond: float = 0.0,
-                      generator: torch.Generator | None = None,
-                      caption_generator: torch.Generator | None = None) -> Tensor:
+                      generator: torch.Generator | None = None, caption_generator: torch.Generator | None = None,
+                      t: Tensor | None = None, eps: Tensor | None = None) -> Tensor:
         """The loss of one training step on latents (Rombach et al. 2022, Eq. 2; with text, Eq. 3), with
         classifier-free guidance's caption dropout (Ho & Salimans 2022, Algorithm 1).
 
-        ``tinyldm.jobs.ldm.train_ldm`` runs the whole loop (on cached latents, with exact resume); this is the
-        same objective for one batch, to look at or to train by hand.
+        ``tinyldm train ldm`` trains through this very function: its loop (``tinyldm.training.diffusion_loop``)
+        draws a batch of cached latents, t, eps and the caption dropout's coins, and calls it.
 
         Args:
             z0: (B, C, h, w) scaled latents (``encode_images``, or a latent cache).
             prompts: B captions for a text-conditioned model; None for an unconditional one.
             p_uncond: the probability of replacing a caption by the empty one.
-            generator: source of t and eps (on z0's device).
+            generator: source of t and eps when they are not given (on z0's device).
             caption_generator: source of the caption dropout's coin flips (on the CPU).
+            t: (B,) int64 steps; drawn uniformly when None.
+            eps: (B, C, h, w) standard normal noise; drawn when None.
         Returns:
             scalar || eps - eps_theta(z_t, t, tau(y)) ||^2; gradients reach the UNet and a trainable text encoder.
         """
@@ -171,7 +171,8 @@ class LatentDiffusion(nn.Module):
             context, mask = self.encode_prompts(drop_captions(prompts, p_uncond, caption_generator),
                                                 allow_empty=True)
             conditioning = {"context": context, "context_mask": mask}
-        return diffusion_loss(self.unet, z0, self.schedule, generator=generator, conditioning=conditioning)
+        return diffusion_loss(self.unet, z0, self.schedule, generator=generator, t=t, eps=eps,
+                              conditioning=conditioning)
 
     @torch.no_grad()
     def sample(self, prompts: Sequence[str] | None = None, num_images_per_prompt: int = 1, steps: int = 50,
@@ -219,11 +220,7 @@ class LatentDiffusion(nn.Module):
         self.eval()
         shape = (batch, *self.latent_shape)
         # No clipping of x0 predictions: latents are not confined to [-1, 1] the way pixels are.
-        if sampler == "ddpm" and steps >= self.schedule.num_steps:
-            z0 = ddpm_sample(model, shape, self.schedule, generator, callback, xT=xT, progress=progress)
-        else:
-            z0 = ddim_sample(model, shape, self.schedule, steps, 1.0 if sampler == "ddpm" else eta, generator,
-                             callback, xT=xT, progress=progress)
+        z0 = sample(model, shape, self.schedule, sampler, steps, eta, generator, callback, xT=xT, progress=progress)
         return self.decode_latents(z0)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

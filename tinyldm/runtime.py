@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 import torch
 
-__all__ = ["default_device", "seeded", "atomic_write"]
+__all__ = ["default_device", "seeded", "dropout_rng", "atomic_write"]
 
 
 def default_device(local_rank: int | None = None) -> torch.device:
@@ -36,6 +36,24 @@ def seeded(seed: int) -> Iterator[None]:
     (``nn.Conv2d`` draws its initial weights from the global RNG) that leaves the caller's RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def dropout_rng(generator: torch.Generator, device: torch.device, offset: int = 0) -> Iterator[None]:
+    """Seed PyTorch's global RNG (which dropout draws from) from ``generator`` for one step, then restore it.
+
+    Dropout takes no generator argument; this keeps its draws a function of our generator, so a resumed run
+    drops the same units, and leaves the global RNG as it was.
+
+    Args:
+        generator: the run's generator; one number is drawn from it.
+        device: the device the step runs on (its RNG is forked too when it is CUDA).
+        offset: added to the seed; data-parallel processes pass their rank, so that their masks differ.
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed + offset)
         yield
 
 

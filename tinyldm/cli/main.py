@@ -89,22 +89,22 @@ def _choose_device(args: argparse.Namespace) -> torch.device:
 
 
 def _run_train(args: argparse.Namespace) -> dict[str, Path]:
-    from tinyldm.jobs.pixel import train_and_score_judge, train_pixel
+    from tinyldm.jobs.judge import train_and_score_judge
+    from tinyldm.jobs.pixel import train_pixel
 
     device = _choose_device(args)
     if args.model == "judge":
-        report = train_and_score_judge(args.out, args.steps, args.num_images, args.seed, device)
+        report, written = train_and_score_judge(args.out, args.steps, args.num_images, args.seed, device)
         accuracy = report["accuracy_on_fresh_images"]
         print("judge accuracy on fresh images: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
-        return {"judge": args.out / "model.safetensors", "accuracy": args.out / "accuracy.json"}
+        return written
     _say(f"tinyldm train {args.model}: {args.config} preset on {device} ({torch.get_num_threads()} CPU threads)")
     result = train_pixel(args.config, args.out, device, steps=args.steps, batch_size=args.batch_size,
                          num_images=args.num_images, resume=args.resume, speed=_speed(args), data=args.data,
                          image_size=args.image_size, strict=args.strict)
     _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} images/s; "
           f"mean loss of the last 100 steps {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
-    return {"model": args.out / "model.safetensors", "config": args.out / "config.json",
-            "loss log": args.out / "loss.jsonl", "loss plot": args.out / "loss.png"}
+    return result.files
 
 
 def _lpips(device: torch.device):
@@ -125,14 +125,14 @@ def _run_train_autoencoder(args: argparse.Namespace) -> dict[str, Path]:
     lpips = _lpips(device) if AUTOENCODER_PRESETS[args.config].loss.perceptual_weight > 0 else None
     result = train_autoencoder_preset(args.config, args.out, device, steps=args.steps, batch_size=args.batch_size,
                                       num_images=args.num_images, factor=args.factor, resume=args.resume,
-                                      lpips=lpips, data=args.data, image_size=args.image_size, strict=args.strict)
+                                      lpips=lpips, data=args.data, image_size=args.image_size, strict=args.strict,
+                                      speed=_speed(args))
     last = result.records[-100:]
     means = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "l1", "lpips") if k in last[0]}
     _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} images/s; means of the last "
           f"{len(last)} steps: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
           + f"; latent scale factor {result.scale_factor:.4f}")
-    return {"model": args.out / "model.safetensors", "config": args.out / "config.json",
-            "loss log": args.out / "loss.jsonl", "loss plot": args.out / "loss.png"}
+    return result.files
 
 
 def _run_reconstruct(args: argparse.Namespace) -> dict[str, Path]:
@@ -172,8 +172,7 @@ def _run_train_ldm(args: argparse.Namespace) -> dict[str, Path]:
     last = result.losses[-100:]
     _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} latents/s; mean loss of the last "
           f"{len(last)} steps {sum(last) / len(last):.4f}")
-    return {"pipeline": args.out / "config.json", "unet": args.out / "unet" / "model.safetensors",
-            "loss log": args.out / "loss.jsonl", "loss plot": args.out / "loss.png"}
+    return result.files
 
 
 def _run_demo(args: argparse.Namespace) -> dict[str, Path]:

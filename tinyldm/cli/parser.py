@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 from pathlib import Path
+from typing import Callable
 
+from tinyldm.sampling import SAMPLERS
 from tinyldm.schedule import NoiseSchedule
 
 __all__ = ["SCHEDULES", "build_parser"]
@@ -37,6 +40,19 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _preset_of(module: str, table: str) -> Callable[[str], str]:
+    """An argparse type that accepts the names of a job's presets (``module.table``), read when the command runs,
+    so that ``--help`` does not import the jobs and the presets are named in one place only."""
+
+    def preset(text: str) -> str:
+        presets = getattr(importlib.import_module(module), table)
+        if text not in presets:
+            raise argparse.ArgumentTypeError(f"unknown preset {text!r}; choose from {', '.join(sorted(presets))}")
+        return text
+
+    return preset
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinyldm", description="tinyldm: the jobs of the latent diffusion course, from a terminal."
@@ -64,10 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model (see tinyldm train pixel --help)")
     models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
 
-    def run_options(sub: argparse.ArgumentParser, holds: str, batch: str = "images") -> None:
+    def run_options(sub: argparse.ArgumentParser, job: str, table: str, holds: str, batch: str = "images") -> None:
         """The options every preset-based training command shares."""
-        sub.add_argument("--config", choices=("tiny", "small", "full"), default="small",
-                         help="preset: tiny (minutes), small (the shipped 32x32 model), full (64x64, a GPU)")
+        sub.add_argument("--config", type=_preset_of(f"tinyldm.jobs.{job}", table), default="small",
+                         help=f"a preset of tinyldm.jobs.{job}.{table} (default small, the shipped 32x32 model; "
+                              "tiny trains in minutes, full is 64x64 for a GPU)")
         sub.add_argument("--out", type=Path, required=True, help=f"run folder: {holds}")
         sub.add_argument("--steps", type=_positive_int, default=None, help="optimiser steps (default: the preset's)")
         sub.add_argument("--batch-size", type=_positive_int, default=None, help=f"{batch} per step")
@@ -85,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         device_options(sub)
 
     def speed_options(sub: argparse.ArgumentParser) -> None:
-        """GPU speed switches of the diffusion training loop (tinyldm.training.speed); the CPU ignores all but --compile."""
+        """GPU speed switches of the training loops (tinyldm.training.speed); the CPU ignores all but --compile."""
         group = sub.add_argument_group("speed on a GPU (see tinyldm.training.speed)")
         group.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32 on CUDA")
         group.add_argument("--tf32", action="store_true", help="TF32 tensor cores for float32 matmuls on CUDA")
@@ -94,14 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument("--compile", action="store_true", help="torch.compile the network (compiles first)")
 
     pixel = models.add_parser("pixel", help="a pixel-space diffusion UNet on Shapes (lesson 3)")
-    run_options(pixel, "model, checkpoints, loss log, samples")
+    run_options(pixel, "pixel", "PIXEL_PRESETS", "model, checkpoints, loss log, samples")
     speed_options(pixel)
     autoencoder = models.add_parser("autoencoder", help="a KL autoencoder for latent diffusion (lesson 4)")
-    run_options(autoencoder, "model, checkpoints, loss log, reconstructions")
+    run_options(autoencoder, "autoencoder", "AUTOENCODER_PRESETS", "model, checkpoints, loss log, reconstructions")
+    speed_options(autoencoder)
     autoencoder.add_argument("--factor", type=int, choices=(2, 4, 8), default=None,
                              help="down-sampling factor f: latents are (H/f, W/f) (default: the preset's, 4 or 8)")
     ldm = models.add_parser("ldm", help="a text-to-image latent diffusion model on Shapes (lessons 5-6)")
-    run_options(ldm, "the pipeline (autoencoder/, unet/, text_encoder/), checkpoints, loss log", batch="latents")
+    run_options(ldm, "ldm", "LDM_PRESETS", "the pipeline (autoencoder/, unet/, text_encoder/), checkpoints, loss log",
+                batch="latents")
     speed_options(ldm)
     ldm.add_argument("--autoencoder", type=Path, default=None,
                      help="folder of the frozen autoencoder (default: the preset's, data/checkpoints/"
@@ -116,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     device_options(judge)
 
     def sampler_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
+        sub.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
                          help="ddpm: ancestral (stochastic, the default); ddim: deterministic (eta = 0)")
         sub.add_argument("--steps", type=_positive_int, default=100,
                          help="network calls per image (default 100); ddpm with --steps 1000 is the full chain")

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from tinyldm.data.shapes import HELD_OUT, parse_caption
 from tinyldm.evaluation.judge import ATTRIBUTES, Judge, attribute_targets
 
-__all__ = ["Judgement", "judge_images", "judge_accuracy", "caption_accuracy", "frechet_distance", "attribute_frequencies",
-           "total_variation", "evaluate_samples", "psnr", "evaluate_reconstructions", "VALID_THRESHOLD",
+__all__ = ["Judgement", "judge_images", "judge_accuracy", "caption_accuracy", "frechet_distance",
+           "attribute_frequencies", "total_variation", "evaluate_samples", "psnr", "evaluate_reconstructions", "VALID_THRESHOLD",
            "CONFIDENCE_THRESHOLD"]
 
 VALID_THRESHOLD = 0.5  # p(valid) needed to count an image as valid

@@ -10,7 +10,7 @@ for 64x64 images on a GPU (f = 8, the factor of Stable Diffusion's autoencoder: 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -24,11 +24,12 @@ from tinyldm.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
 from tinyldm.data.shapes import shapes_tensor
 from tinyldm.evaluation.judge import Judge
 from tinyldm.evaluation.metrics import evaluate_reconstructions
-from tinyldm.jobs.pixel import check_resumed_data, training_images
+from tinyldm.data.training_set import training_set
+from tinyldm.jobs.common import pick_preset, record_run, with_overrides
 from tinyldm.runtime import seeded
 from tinyldm.training import distributed
 from tinyldm.training.autoencoder_loop import AutoencoderTrainConfig, AutoencoderTrainResult, train_autoencoder
-from tinyldm.training.run_folder import append_run_record
+from tinyldm.training.speed import SpeedConfig
 
 __all__ = ["AutoencoderPreset", "AUTOENCODER_PRESETS", "train_autoencoder_preset", "load_autoencoder",
            "reconstruct", "evaluate_autoencoder", "plot_reconstructions", "ERROR_SCALE"]
@@ -74,7 +75,8 @@ def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device,
                              batch_size: int | None = None, num_images: int | None = None,
                              factor: int | None = None, resume: bool = False, progress: bool = True,
                              lpips: nn.Module | None = None, data: str | Path | None = None,
-                             image_size: int | None = None, strict: bool = False) -> AutoencoderTrainResult:
+                             image_size: int | None = None, strict: bool = False,
+                             speed: SpeedConfig | None = None) -> AutoencoderTrainResult:
     """Train a KL autoencoder on Shapes, or on your own pictures, with a preset, writing the run into ``out``.
 
     ``out`` ends up holding the exported model (config.json, model.safetensors with the latent scale factor), the
@@ -89,14 +91,12 @@ def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device,
         resume: continue the run saved in ``out``.
         progress: show the progress bar.
         lpips: an already-built ``tinyldm.perceptual.LPIPS`` to use; built here when None and the preset needs it.
-        data, strict: the training pictures (see ``tinyldm.jobs.pixel.training_images``); None for Shapes.
+        data, strict: the training pictures (see ``tinyldm.data.training_set``); None for Shapes.
         image_size: the image side instead of the preset's; a multiple of the factor f.
+        speed: GPU speed switches (``tinyldm.training.speed``); the defaults when None.
     """
-    if preset not in AUTOENCODER_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {sorted(AUTOENCODER_PRESETS)}")
-    recipe = AUTOENCODER_PRESETS[preset]
-    config = replace(recipe.train, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size))
-                                      if v is not None})
+    recipe = pick_preset(AUTOENCODER_PRESETS, preset)
+    config = with_overrides(recipe.train, steps=steps, batch_size=batch_size)
     model_config = recipe.autoencoder if factor is None else recipe.autoencoder.with_factor(factor)
     size = image_size or recipe.image_size
     model_config.check_image_size(size)  # before the run folder is made, not at the model's first step
@@ -108,23 +108,14 @@ def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device,
         model = AutoencoderKL(model_config).to(device)
         loss = AutoencoderLoss(recipe.loss, lpips=lpips, generator=torch.Generator().manual_seed(config.seed))
     loss = loss.to(device)
-    images, data_record = training_images(data, size, num_images, recipe.num_images, strict, progress)
-    n = images.shape[0]  # (n, 3, size, size) kept on the CPU; batches move
-    check_resumed_data(out, data_record, resume)
-    out = Path(out)
-    start = time.time()
-    result = train_autoencoder(model, loss, images, config, out=out, resume=resume, progress=progress)
-    if not distributed.is_main_process():  # process 0 writes the run's record
-        return result
-    last = result.records[-100:]
-    record = {"preset": preset, "factor": model_config.downsampling_factor, "device": str(device),
-              "threads": torch.get_num_threads(), "data": data_record, "image_size": size, "num_images": n,
-              "steps_run": result.steps_run,
-              "until_step": config.steps, "wall_seconds": round(time.time() - start, 1),
-              "train_seconds": round(result.train_seconds, 1),
-              "images_per_second": round(result.images_per_second, 1), "scale_factor": result.scale_factor,
-              "final_loss_mean_100": sum(r["loss"] for r in last) / len(last)}
-    append_run_record(out, record, resume)
+    pictures = training_set(data, size, num_images, recipe.num_images, strict, progress)
+    started = time.time()
+    result = train_autoencoder(model, loss, pictures.images, config, out=out, resume=resume, progress=progress,
+                               settings={"preset": preset}, speed=speed)
+    if distributed.is_main_process():  # process 0 writes the run's record
+        record_run(Path(out), resume, started, result, device, [r["loss"] for r in result.records], preset=preset,
+                   factor=model_config.downsampling_factor, data=pictures.record, image_size=size,
+                   num_images=pictures.images.shape[0], scale_factor=result.scale_factor)
     return result
 
 

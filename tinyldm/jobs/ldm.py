@@ -1,12 +1,12 @@
 """The latent diffusion jobs behind the ``tinyldm`` command: train a text-to-image model, and generate with it.
 
-Training never touches pixels after the first minute: the images (Shapes, or your own captioned pictures through
-``tinyldm.data.folder.image_text_pairs``) are encoded once with the frozen autoencoder (``cached_latents``, optionally
-kept on disk) and the UNet trains on that latent tensor with the same loop as the pixel model
-(``tinyldm.training.diffusion_loop.train_diffusion``). The captions travel as indices into the list of distinct captions;
-``CaptionDenoiser`` turns them into a text context, dropping some for classifier-free guidance.
-On your own data the small text encoder's tokenizer learns the words of your captions (``caption_text_config``);
-the pretrained encoder needs nothing learnt.
+Training never touches pixels after the first minute: the images (Shapes, or your own captioned pictures, see
+``tinyldm.data.training_set``) are encoded once with the frozen autoencoder (``cached_latents``, optionally kept on
+disk), and the pipeline trains on that latent tensor with the same loop as the pixel model
+(``tinyldm.training.diffusion_loop.train_diffusion``), through its own objective: the loop calls
+``LatentDiffusion.training_loss``, the function lessons 5 and 6 build, after dropping captions with
+``tinyldm.guidance.drop_captions`` for classifier-free guidance. On your own data the small text encoder's tokenizer
+learns the words of your captions (``caption_text_config``); the pretrained encoder needs nothing learnt.
 
 The presets: ``tiny`` for tests and the lesson's quick runs, ``small`` for the shipped ``ldm-shapes`` checkpoint
 (32x32 Shapes through the shipped f = 4 autoencoder: 8x8x4 latents, a small text encoder trained with the UNet),
@@ -15,45 +15,34 @@ The presets: ``tiny`` for tests and the lesson's quick runs, ``small`` for the s
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tinyldm.autoencoder import AutoencoderKL
-from tinyldm.data.folder import image_text_pairs
-from tinyldm.data.shapes import Shapes
-from tinyldm.guidance import NULL_CAPTION
+from tinyldm.data.training_set import training_set
+from tinyldm.jobs.common import FrameRecorder, pick_preset, record_run, with_overrides
 from tinyldm.ldm import LatentDiffusion, check_parts
-from tinyldm.pretrained import checkpoint_dir
+from tinyldm.pretrained import checkpoint_dir, config_to_dict
 from tinyldm.runtime import seeded
+from tinyldm.sampling import sample
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.text import (
-    PretrainedTextEncoder,
-    TextEncoderConfig,
-    TinyTextEncoder,
-    tokenizer_vocabulary,
-    train_tokenizer,
-)
+from tinyldm.text import (PretrainedTextEncoder, TextEncoderConfig, TinyTextEncoder, tokenizer_vocabulary,
+                          train_tokenizer)
 from tinyldm.training import distributed
-from tinyldm.training.checkpoint import STATE_NAME
 from tinyldm.training.diffusion_loop import TrainConfig, TrainResult, train_diffusion
 from tinyldm.training.latent_cache import cached_latents, latent_cache_dir, weights_hash
-from tinyldm.training.run_folder import append_run_record
 from tinyldm.training.speed import SpeedConfig
 from tinyldm.unet import UNet, UNetConfig
 
-__all__ = ["LDMPreset", "LDM_PRESETS", "CaptionDenoiser", "caption_text_config", "train_ldm", "load_ldm",
-           "generate_ldm", "SETTINGS_NAME", "MAX_CAPTION_TOKENS"]
+__all__ = ["LDMPreset", "LDM_PRESETS", "caption_text_config", "train_ldm", "load_ldm", "generate_ldm",
+           "MAX_CAPTION_TOKENS"]
 
-SETTINGS_NAME = "ldm_settings.json"
 MAX_CAPTION_TOKENS = 77  # the small text encoder's limit, [CLS] and [SEP] included: Stable Diffusion's CLIP limit
-_ENCODE_CHUNK = 512  # captions per call when a frozen encoder encodes the whole caption list once
+_PREVIEW_GUIDANCE = 3.0  # guidance scale of the sample grids drawn during training
 
 
 @dataclass
@@ -90,88 +79,6 @@ LDM_PRESETS = {
 }
 
 
-class CaptionDenoiser(nn.Module):
-    """eps_theta(z_t, t, y) for ``train_diffusion``: caption indices in, text context through cross-attention.
-
-    In training mode each caption is replaced by the empty one with probability ``p_uncond`` (Ho & Salimans 2022,
-    Algorithm 1), the coin flips drawn from a generator whose state is part of ``state_dict``, so a checkpoint
-    restores it and a resumed run drops the same captions. A trainable text encoder is a submodule (it trains and
-    is averaged with the UNet); a frozen one is run once over every caption and replaced by the table of contexts.
-
-    Args:
-        unet: the noise predictor; ``context_dim`` set unless ``text_encoder`` is None.
-        text_encoder: the text encoder, or None for an unconditional model (then ``cond`` is ignored).
-        captions: the distinct training captions; ``cond`` holds indices into it.
-        p_uncond: the caption dropout probability.
-        seed: seeds the caption dropout's generator.
-    """
-
-    def __init__(self, unet: UNet, text_encoder: nn.Module | None, captions: list[str], p_uncond: float = 0.1,
-                 seed: int = 0):
-        super().__init__()
-        if not 0 <= p_uncond <= 1:
-            raise ValueError(f"p_uncond must lie in [0, 1] (the chance of dropping a caption), got {p_uncond}")
-        self.unet = unet
-        self.captions = [*captions, NULL_CAPTION]  # the last index is the null caption
-        self.p_uncond = p_uncond
-        self.generator = torch.Generator().manual_seed(seed)
-        self.text_encoder = None
-        self.conditional = text_encoder is not None
-        if text_encoder is not None and any(p.requires_grad for p in text_encoder.parameters()):
-            self.text_encoder = text_encoder
-        elif text_encoder is not None:
-            context, mask = _encode_all(text_encoder, self.captions)  # (U + 1, L, D), (U + 1, L)
-            self.register_buffer("contexts", context, persistent=False)
-            self.register_buffer("masks", mask, persistent=False)
-
-    def forward(self, xt: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Args:
-            xt: (B, C, h, w) noisy latents.
-            t: (B,) int64 steps.
-            cond: (B,) int64 caption indices (required for a conditional model).
-        Returns:
-            (B, C, h, w) eps_pred.
-        """
-        if not self.conditional:
-            return self.unet(xt, t)
-        if cond is None:
-            raise ValueError("this denoiser is text-conditioned: pass cond, the (B,) caption indices")
-        if self.training and self.p_uncond > 0:
-            # The coins of the whole global batch, of which this process keeps its share: every process's
-            # generator stays in step, and the run drops the captions a single process would drop.
-            coins = torch.rand(cond.shape[0] * distributed.world_size(), generator=self.generator)  # on the CPU
-            drop = distributed.shard(coins) < self.p_uncond  # (B,)
-            cond = torch.where(drop.to(cond.device), len(self.captions) - 1, cond)
-        if self.text_encoder is not None:
-            context, mask = self.text_encoder.encode([self.captions[i] for i in cond.tolist()], allow_empty=True)
-        else:
-            context, mask = self.contexts[cond], self.masks[cond]
-        return self.unet(xt, t, context, mask)
-
-    def get_extra_state(self) -> dict[str, Tensor]:
-        return {"caption_generator": self.generator.get_state()}
-
-    def set_extra_state(self, state: dict[str, Tensor]) -> None:
-        self.generator.set_state(state["caption_generator"])
-
-
-@torch.no_grad()
-def _encode_all(text_encoder: nn.Module, captions: list[str]) -> tuple[Tensor, Tensor]:
-    """Encode every caption, in chunks (one batch of 50,000 captions would hold all its activations at once),
-    padded to the longest: context (U, L, D) and mask (U, L), False on the padding."""
-    parts = [text_encoder.encode(captions[i:i + _ENCODE_CHUNK], allow_empty=True)
-             for i in range(0, len(captions), _ENCODE_CHUNK)]
-    if len(parts) == 1:
-        return parts[0]
-    length = max(c.shape[1] for c, _ in parts)
-    context = parts[0][0].new_zeros(len(captions), length, parts[0][0].shape[2])  # (U, L, D)
-    mask = parts[0][1].new_zeros(len(captions), length)  # (U, L)
-    for k, (c, m) in enumerate(parts):
-        rows = slice(k * _ENCODE_CHUNK, k * _ENCODE_CHUNK + c.shape[0])
-        context[rows, :c.shape[1]], mask[rows, :m.shape[1]] = c, m
-    return context, mask
-
-
 def caption_text_config(config: TextEncoderConfig, captions: list[str]) -> TextEncoderConfig:
     """``config`` with a word-level vocabulary learnt from ``captions`` and ``max_length`` set by the longest.
 
@@ -192,42 +99,11 @@ def caption_text_config(config: TextEncoderConfig, captions: list[str]) -> TextE
     return replace(config, vocabulary=tokenizer_vocabulary(tokenizer), max_length=lengths[longest])
 
 
-def _training_data(data: str | Path | None, size: int, num_images: int | None, default_num: int, strict: bool,
-                   progress: bool) -> tuple[Tensor, list[str], dict[str, Any], dict[str, Any]]:
-    """The images (n, 3, S, S) in [-1, 1], one caption each, their latent cache key and a record for run.json."""
-    if data is None:
-        n = num_images or default_num
-        dataset = Shapes(n, size=size)
-        items = [dataset[i] for i in range(n)]
-        images = torch.stack([item["image"] for item in items])  # (n, 3, S, S) in [-1, 1]
-        key = {"dataset": "shapes", "num_images": n, "size": size, "seed": 0, "split": "train"}
-        return images, [item["caption"] for item in items], key, {"source": "shapes"}
-    pairs = image_text_pairs(data, size, num_images, strict, None if progress else False)
-    record = pairs.record()
-    key = {"dataset": "images", "images_sha256": record["images_sha256"], "num_images": len(pairs), "size": size}
-    return pairs.images, pairs.captions, key, record
-
-
 def _autoencoder(source: str | Path | AutoencoderKL) -> AutoencoderKL:
     if isinstance(source, AutoencoderKL):
         return source
     path = Path(source)
     return AutoencoderKL.from_pretrained(path if path.is_dir() or len(path.parts) > 1 else checkpoint_dir(source))
-
-
-def _check_settings(out: Path, settings: dict[str, Any], resume: bool) -> None:
-    path = out / SETTINGS_NAME
-    if resume and path.is_file():
-        saved = json.loads(path.read_text())
-        changed = [f"{k}: saved {saved.get(k)!r}, now {settings.get(k)!r}" for k in {*saved, *settings}
-                   if saved.get(k) != settings.get(k)]
-        if changed:
-            raise ValueError(f"cannot resume {out} with a different model or data ({'; '.join(sorted(changed))}); "
-                             "resume with the run's settings or choose another output folder")
-    elif not (out / STATE_NAME).exists() and distributed.is_main_process():
-        # a run already there is refused by train_diffusion, untouched
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: str | Path | AutoencoderKL | None = None,
@@ -255,15 +131,12 @@ def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: s
         until: stop after this step, as if interrupted (see ``train_diffusion``).
         speed: GPU speed switches (``tinyldm.training.speed``); the defaults when None.
         data: None for Shapes; a folder of pictures with a captions.jsonl, "mnist" or "fashion-mnist" (see
-            ``tinyldm.data.folder.image_text_pairs``). The small text encoder then learns the captions' words.
+            ``tinyldm.data.training_set``). The small text encoder then learns the captions' words.
         image_size: the training image side instead of the preset's.
         strict: stop at the first unreadable or uncaptioned picture of ``data`` instead of skipping it.
     """
-    if preset not in LDM_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {sorted(LDM_PRESETS)}")
-    recipe = LDM_PRESETS[preset]
-    config = replace(recipe.train, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size))
-                                      if v is not None})
+    recipe = pick_preset(LDM_PRESETS, preset)
+    config = with_overrides(recipe.train, steps=steps, batch_size=batch_size)
     if autoencoder is None and recipe.autoencoder is None:
         raise ValueError(f"the {preset} preset needs a {recipe.image_size}x{recipe.image_size} autoencoder, and none "
                          f"is shipped: train one first (tinyldm train autoencoder --config {preset} --out "
@@ -271,15 +144,10 @@ def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: s
                          f"runs/autoencoder-{recipe.image_size})")
     ae = _autoencoder(autoencoder if autoencoder is not None else recipe.autoencoder).to(device).eval()
     size = image_size or recipe.image_size
-    images, item_captions, key, data_record = _training_data(data, size, num_images, recipe.num_images, strict,
-                                                             progress)
-    n = images.shape[0]
-    captions = sorted(set(item_captions))
-    index = {text: i for i, text in enumerate(captions)}
-    cond = torch.tensor([index[text] for text in item_captions])  # (n,) caption indices
+    pictures = training_set(data, size, num_images, recipe.num_images, strict, progress)
     text_config = recipe.text_encoder
     if data is not None and not unconditional and isinstance(text_config, TextEncoderConfig):
-        text_config = caption_text_config(text_config, captions)  # the user's words, not Shapes'
+        text_config = caption_text_config(text_config, sorted(set(pictures.captions)))  # the user's words
 
     with seeded(config.seed):  # the layers' default initialisation draws from the global RNG
         text_encoder = None
@@ -292,34 +160,48 @@ def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: s
     # Data-parallel: process 0 encodes and caches first, then the others read its cache (or encode, elsewhere).
     if not distributed.is_main_process():
         distributed.barrier()
-    latents = cached_latents(ae, images, cache_dir or latent_cache_dir(), key)  # (n, C, h, w) on the CPU
+    latents = cached_latents(ae, pictures.images, cache_dir or latent_cache_dir(), pictures.key)  # (n, C, h, w)
     if distributed.is_main_process():
         distributed.barrier()
-    denoiser = CaptionDenoiser(unet, text_encoder, captions, recipe.p_uncond, config.seed).to(device)
     schedule = NoiseSchedule.scaled_linear(recipe.num_steps).to(device)
-    out = Path(out)
-    settings = {"preset": preset, "unconditional": unconditional, "num_images": n, "image_size": size,
-                "p_uncond": recipe.p_uncond, "autoencoder_sha256": weights_hash(ae)}
-    if data is not None:  # (Shapes runs keep their settings as they were, so that they still resume)
-        settings["data"] = {k: data_record[k] for k in ("images_sha256", "captions_sha256")}
-    _check_settings(out, settings, resume)
-    start = time.time()
-    result = train_diffusion(denoiser, latents, schedule, config, out=out, resume=resume, progress=progress,
-                             until=until, conditioning=cond if text_encoder is not None else None,
-                             decode=ae.decode_latents, speed=speed)
-    if not distributed.is_main_process():  # process 0 writes the pipeline and the run's record
-        return result
-    ema = result.ema_model
-    trained_text = ema.text_encoder if ema.text_encoder is not None else text_encoder
-    LatentDiffusion(ae, ema.unet, schedule, trained_text, size).save_pretrained(out)
-    record = {"preset": preset, "unconditional": unconditional, "device": str(device),
-              "threads": torch.get_num_threads(), "data": data_record, "image_size": size, "num_images": n,
-              "distinct_captions": len(captions),
-              "steps_run": result.steps_run, "until_step": until or config.steps,
-              "wall_seconds": round(time.time() - start, 1), "train_seconds": round(result.train_seconds, 1),
-              "images_per_second": round(result.images_per_second, 1),
-              "final_loss_mean_100": sum(result.losses[-100:]) / max(1, len(result.losses[-100:]))}
-    append_run_record(out, record, resume)
+    settings = {"preset": preset, "unconditional": unconditional, "unet": config_to_dict(unet.config),
+                "autoencoder_sha256": weights_hash(ae),
+                "text_encoder": None if text_encoder is None else
+                text_config if isinstance(text_config, str) else config_to_dict(text_config)}
+    first_captions = pictures.captions[:config.num_samples]
+
+    if text_encoder is None:  # lesson 5's unconditional model: the loop trains the UNet alone
+        model, captions = unet.to(device), None
+
+        def export(ema: UNet, folder: Path) -> None:
+            LatentDiffusion(ae, ema, schedule, None, size).save_pretrained(folder)
+
+        def preview(ema: UNet) -> Tensor:
+            generator = torch.Generator(device).manual_seed(config.seed)
+            z0 = sample(ema, (config.num_samples, *latents.shape[1:]), schedule, "ddpm", config.sample_steps,
+                        generator=generator, progress=False)
+            return ae.decode_latents(z0)
+    else:
+        model, captions = LatentDiffusion(ae, unet, schedule, text_encoder, size).to(device), pictures.captions
+
+        def export(ema: LatentDiffusion, folder: Path) -> None:
+            ema.save_pretrained(folder)
+
+        def preview(ema: LatentDiffusion) -> Tensor:
+            generator = torch.Generator(device).manual_seed(config.seed)
+            return ema.sample(first_captions, steps=config.sample_steps, sampler="ddpm",
+                              guidance_scale=_PREVIEW_GUIDANCE, generator=generator, progress=False)
+
+    started = time.time()
+    result = train_diffusion(model, latents, schedule, config, out=out, resume=resume, progress=progress,
+                             until=until, speed=speed, captions=captions,
+                             p_uncond=0.0 if captions is None else recipe.p_uncond, settings=settings,
+                             export=export, preview=preview)
+    if distributed.is_main_process():  # process 0 writes the run's record
+        record_run(Path(out), resume, started, result, device, result.losses, preset=preset,
+                   unconditional=unconditional, data=pictures.record, image_size=size,
+                   num_images=latents.shape[0], distinct_captions=len(set(pictures.captions)),
+                   until_step=until or config.steps)
     return result
 
 
@@ -348,15 +230,8 @@ def generate_ldm(ldm: LatentDiffusion, prompt: str | None, num_images: int = 16,
         labels (-1 for the final images).
     """
     generator = torch.Generator(ldm.device).manual_seed(seed)
-    every = max(1, math.ceil(min(steps, ldm.schedule.num_steps) / frames))
-    kept, labels = [], []
-
-    def record(info: dict[str, Any]) -> None:
-        if info["i"] % every == 0:
-            kept.append(info["x0_pred"])
-            labels.append(info["t"])
-
+    recorder = FrameRecorder(min(steps, ldm.schedule.num_steps), frames, "x0_pred")
     images = ldm.sample(None if prompt is None else [prompt], num_images, steps, sampler, eta, guidance_scale,
-                        generator, record, progress)
-    decoded = [ldm.decode_latents(z0).cpu() for z0 in kept]  # (B, 3, H, W) each
-    return images.cpu(), torch.stack([*decoded, images.cpu()]), [*labels, -1]
+                        generator, recorder, progress)
+    decoded = [ldm.decode_latents(z0.to(ldm.device)).cpu() for z0 in recorder.kept]  # (B, 3, H, W) each
+    return images.cpu(), torch.stack([*decoded, images.cpu()]), [*recorder.labels, -1]

@@ -4,9 +4,11 @@ Each step is the recipe of Esser et al. 2021 (taming transformers) as latent dif
 2022, App. G): encode a batch, draw z from the posterior, decode, and take an Adam step on the autoencoder with
 L1 + LPIPS + a tiny KL + (after ``disc_start``) the adaptive-weighted GAN term; then take an Adam step on the
 discriminator with the hinge loss on real images and the (detached) reconstructions. The engineering is the
-diffusion loop's (``tinyldm.training.diffusion_loop``): warm-up and cosine decay, gradient clipping, an optional EMA, a loss log in
-JSON lines, reconstruction grids, and atomic checkpoints (both optimisers, the discriminator, the EMA and the
-random generators) that resume exactly. The exported model carries its latent scale factor (Sec. 4.3.2).
+diffusion loop's (``tinyldm.training.diffusion_loop``): warm-up and cosine decay, gradient clipping, an optional
+EMA, the speed switches (``tinyldm.training.speed``), reconstruction grids, and the same run folder
+(``tinyldm.training.run_folder``: settings, loss log, atomic checkpoints of both optimisers, the discriminator, the
+EMA and the random generators) that resumes exactly. The exported model carries its latent scale factor
+(Sec. 4.3.2).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from tqdm.auto import tqdm
 from tinyldm.autoencoder import AutoencoderKL, estimate_scale_factor
 from tinyldm.autoencoder_loss import AutoencoderLoss
 from tinyldm.pretrained import config_to_dict
+from tinyldm.runtime import dropout_rng
 from tinyldm.training import distributed
-from tinyldm.training.checkpoint import STATE_NAME, save_training_state
-from tinyldm.training.diffusion_loop import NonFiniteLossError, _dropout_rng, lr_factor
+from tinyldm.training.diffusion_loop import NonFiniteLossError, lr_factor
 from tinyldm.training.ema import EMA
-from tinyldm.training.run_folder import LOG_NAME, LossLog, open_run_folder
+from tinyldm.training.run_folder import RunFolder, tensor_sha256
+from tinyldm.training.speed import SpeedConfig
 
 __all__ = ["AutoencoderTrainConfig", "AutoencoderTrainResult", "train_autoencoder", "plot_autoencoder_losses",
            "SCALE_IMAGES"]
@@ -98,6 +101,7 @@ class AutoencoderTrainResult:
     train_seconds: float  # time spent in training steps by this call (no grids, no checkpoints)
     images_per_second: float = field(default=0.0)  # steps_run * batch_size / train_seconds
     scale_factor: float = field(default=1.0)  # 1 / std of the latents on the training images
+    files: dict[str, Path] = field(default_factory=dict)  # what the run folder holds, by name ("model": the export)
 
     @property
     def losses(self) -> list[float]:
@@ -114,6 +118,8 @@ def train_autoencoder(
     resume: bool = False,
     progress: bool = True,
     until: int | None = None,
+    settings: dict[str, Any] | None = None,
+    speed: SpeedConfig | None = None,
 ) -> AutoencoderTrainResult:
     """Train a KL autoencoder with reconstruction, perceptual, KL and adversarial losses (Esser et al. 2021, Eq. 6
     and 7; Rombach et al. 2022, Sec. 3.1).
@@ -132,6 +138,9 @@ def train_autoencoder(
         progress: show a tqdm progress bar with running losses.
         until: stop after this step, with a checkpoint, as if the run were interrupted there; None runs to
             ``config.steps``.
+        settings: what the caller adds to the run's settings; resuming checks them with the loop's own.
+        speed: the switches that make steps faster without changing what they compute (bf16 autocast, TF32,
+            channels_last, fused AdamW, torch.compile, data kept on the GPU); ``SpeedConfig()`` when None.
     Returns:
         an ``AutoencoderTrainResult``; ``model`` holds the last weights.
     """
@@ -141,44 +150,40 @@ def train_autoencoder(
         raise ValueError(f"until must lie in [1, {config.steps}] (the run's steps), got {until}")
     if data.ndim != 4 or data.shape[1] != model.config.in_channels:
         raise ValueError(f"data must be images (N, {model.config.in_channels}, H, W), got shape {tuple(data.shape)}")
+    distributed.check_global_batch(config.batch_size)
+    speed = speed or SpeedConfig()
     device = next(model.parameters()).device
     out = Path(out) if out is not None else None
+    folder = RunFolder(out, {**config_to_dict(config), "autoencoder": config_to_dict(model.config),
+                             "loss": config_to_dict(loss.config), "data_sha256": tensor_sha256(data),
+                             **(settings or {})}, resume)
+    data = speed.place_data(data, device)
     disc = loss.discriminator
     data_gen = torch.Generator().manual_seed(config.seed)  # batch indices: always on the CPU
     noise_gen = torch.Generator(device).manual_seed(config.seed + 1)  # posterior samples (and dropout seeds)
 
     def optimiser(params, lr):
-        return torch.optim.AdamW(params, lr=lr, betas=config.betas, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, betas=config.betas, weight_decay=config.weight_decay,
+                                 **speed.adamw_options(device))
 
     opt_g = optimiser(model.parameters(), config.lr)
     sched_g = torch.optim.lr_scheduler.LambdaLR(
         opt_g, lambda k: lr_factor(k, config.warmup_steps, config.steps, config.lr_decay))
     opt_d = optimiser(disc.parameters(), config.disc_lr) if disc is not None else None
     ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    log = LossLog(out / LOG_NAME) if out is not None else None
     parts = {"model": model, "ema": ema, "discriminator": disc, "optimizer": opt_g, "scheduler": sched_g,
              "disc_optimizer": opt_d}
-    records: list[dict[str, Any]] = []
-    start = 0
-    if out is not None:
-        settings = {**config_to_dict(config), "autoencoder": config_to_dict(model.config),
-                    "loss": config_to_dict(loss.config)}
-        state, records = open_run_folder(out, settings, resume, log)
-        if state is not None:
-            for name, part in parts.items():
-                if part is not None:
-                    part.load_state_dict(state[name])
-            data_gen.set_state(state["generators"]["data"])
-            noise_gen.set_state(state["generators"]["noise"].to(noise_gen.get_state().device))
-            start = state["step"]
+    generators = {"data": data_gen, "noise": noise_gen}
+    start, records = folder.start(parts, generators)
+    speed.prepare_model(model, device)
+    if disc is not None:
+        speed.prepare_model(disc, device)
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     clip = config.grad_clip or float("inf")
     model.train()
     train_seconds, pending = 0.0, []
     running: dict[str, float] = {}
     main = distributed.is_main_process()
-    distributed.check_global_batch(config.batch_size)
     latent_shape = (model.config.latent_channels, data.shape[-2] // model.downsampling_factor,
                     data.shape[-1] // model.downsampling_factor)
     bar = tqdm(range(start, stop), desc="training", disable=not (progress and main), initial=start,
@@ -187,11 +192,11 @@ def train_autoencoder(
         tick = time.perf_counter()
         # The whole global batch is drawn on every process, which keeps its share (see tinyldm.training.distributed).
         index = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_gen)
-        x = distributed.shard(data[index]).to(device, non_blocking=True)
+        x = speed.format_batch(distributed.shard(data[index.to(data.device)]).to(device, non_blocking=True))
         lr = opt_g.param_groups[0]["lr"]
         record: dict[str, Any] = {"step": step + 1, "lr": lr}
         # The autoencoder's step (the loss keeps the discriminator's weights out of this graph).
-        with autocast, _dropout_rng(noise_gen, device):
+        with speed.autocast(device), dropout_rng(noise_gen, device, distributed.rank()):
             latent_eps = torch.randn((config.batch_size, *latent_shape), generator=noise_gen, device=device)
             reconstruction, posterior = model(x, sample_posterior=True, eps=distributed.shard(latent_eps))
             g_total, g_logs = loss.generator_loss(x, reconstruction, posterior, step, model.last_layer,
@@ -206,7 +211,7 @@ def train_autoencoder(
         record.update((k, v) for k, v in g_logs.items() if k not in _SAME_AS_LOSS)
         # The discriminator's step on the same batch, from the delayed start on.
         if loss.discriminator_active(step):
-            with autocast:
+            with speed.autocast(device):
                 d_total, d_logs = loss.discriminator_loss(x, reconstruction.detach(), step)
             _finite(distributed.mean_over_processes(d_total.detach()), step, "discriminator loss", lr)
             opt_d.zero_grad(set_to_none=True)
@@ -240,25 +245,21 @@ def train_autoencoder(
             _save_reconstructions(ema.model if ema else model, data[:config.num_samples],
                                   out / "reconstructions" / f"step_{done:06d}.png")
         if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
-            if main:
-                log.append(pending)
-                save_training_state(out / STATE_NAME, {
-                    "step": done, **{k: p.state_dict() if p is not None else None for k, p in parts.items()},
-                    "generators": {"data": data_gen.get_state(), "noise": noise_gen.get_state()}})
-                _export(ema.model if ema else model, data, config.seed).save_pretrained(out)
+            folder.checkpoint(done, parts, generators, pending, lambda path: _export(
+                ema.model if ema else model, data, config.seed).save_pretrained(path))
             pending = []
-            distributed.barrier()  # no process runs ahead of a checkpoint it might have to resume from
     bar.close()
     model.eval()
     exported = _export(ema.model if ema else model, data, config.seed)
     if out is not None and main:
         fig = plot_autoencoder_losses(records)
-        fig.savefig(out / "loss.png", dpi=110)
+        folder.save_figure(fig)
         plt.close(fig)
     steps_run = max(0, stop - start)
-    speed = steps_run * config.batch_size / train_seconds if train_seconds else 0.0
-    return AutoencoderTrainResult(records, exported, steps_run, train_seconds, speed,
-                                  exported.scale_factor.item())
+    images_per_second = steps_run * config.batch_size / train_seconds if train_seconds else 0.0
+    files = {**({"model": out} if out is not None else {}), **folder.files()}
+    return AutoencoderTrainResult(records, exported, steps_run, train_seconds, images_per_second,
+                                  exported.scale_factor.item(), files)
 
 
 def _mean_record(record: dict[str, Any]) -> dict[str, Any]:

@@ -5,19 +5,20 @@ cosine decay of the learning rate, gradient clipping, an EMA of the weights, bf1
 with the running loss, sample grids every so often, a loss log in JSON lines and its plot, and checkpoints written
 atomically that resume exactly. A non-finite loss stops the run with the step number.
 
-The pieces (``TrainConfig``, ``lr_factor``, ``EMA``, ``save_training_state``, and the run folder's loss log and
-resume checks in ``tinyldm.training.run_folder``) are separate so that other loops, such as the autoencoder's adversarial
-one (``tinyldm.training.autoencoder_loop``), share them.
+The same loop trains the pixel model of lesson 3 and the text-to-image latent model of lessons 5 and 6, which it
+trains through ``LatentDiffusion.training_loss``. The pieces (``TrainConfig``, ``lr_factor``, ``EMA`` and the run
+folder, ``tinyldm.training.run_folder``) are separate so that the autoencoder's adversarial loop
+(``tinyldm.training.autoencoder_loop``) shares them.
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -26,14 +27,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from tinyldm.diffusion import diffusion_loss
-from tinyldm.pretrained import config_to_dict, save_schedule
+from tinyldm.guidance import drop_captions
+from tinyldm.pretrained import config_to_dict
+from tinyldm.runtime import dropout_rng
 from tinyldm.sampling import ddim_sample
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.training import distributed
-from tinyldm.training.checkpoint import STATE_NAME, save_training_state
 from tinyldm.training.ema import EMA
-from tinyldm.training.run_folder import LOG_NAME, LossLog, open_run_folder
+from tinyldm.training.run_folder import RunFolder, tensor_sha256
 from tinyldm.training.speed import SpeedConfig
+from tinyldm.viz.images import save_grid
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "lr_factor", "plot_losses",
            "train_diffusion"]
@@ -80,6 +83,7 @@ class TrainResult:
     steps_run: int  # steps taken by this call (fewer than losses after a resume)
     train_seconds: float  # time spent in training steps by this call (no sampling, no checkpoints)
     images_per_second: float = field(default=0.0)  # steps_run * batch_size / train_seconds
+    files: dict[str, Path] = field(default_factory=dict)  # what the run folder holds, by name ("model": the export)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -122,33 +126,14 @@ def plot_losses(losses: list[float], window: int = 100, title: str = "training l
     return fig
 
 
-@contextlib.contextmanager
-def _dropout_rng(generator: torch.Generator, device: torch.device) -> Iterator[None]:
-    """Seed PyTorch's global RNG (which dropout draws from) from ``generator`` for one step, then restore it.
-
-    Dropout takes no generator argument; this keeps its draws a function of our generator, so a resumed run
-    drops the same units, and leaves the global RNG as it was.
-    """
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        # Every process draws the same seed (their generators are in step); its rank keeps the masks apart.
-        torch.manual_seed(seed + distributed.rank())
-        yield
-
-
-def _save_samples(ema_model: nn.Module, schedule: NoiseSchedule, config: TrainConfig, shape: tuple[int, ...],
-                  path: Path, conditioning: Tensor | None, decode: Callable[[Tensor], Tensor] | None) -> None:
-    from tinyldm.viz.images import save_grid
-
+def _sample_grid(ema_model: nn.Module, schedule: NoiseSchedule, config: TrainConfig,
+                 shape: tuple[int, ...]) -> Tensor:
+    """The default preview of an image model: ancestral samples (eta = 1: fresh noise at each step hides less of
+    what a half-trained model can already do), x0 clipped to the image range."""
     generator = torch.Generator(schedule.betas.device).manual_seed(config.seed)
-    num = config.num_samples if conditioning is None else min(config.num_samples, conditioning.shape[0])
-    cond = None if conditioning is None else {"cond": conditioning[:num].to(schedule.betas.device)}
-    # Ancestral steps (eta = 1): fresh noise at each step hides less of what a half-trained model can already do.
-    # Clipping x0 to [-1, 1] suits pixels only; latents are decoded to pixels afterwards.
-    samples = ddim_sample(ema_model, (num, *shape), schedule, steps=min(config.sample_steps, schedule.num_steps),
-                          eta=1.0, generator=generator, conditioning=cond, clip_x0=decode is None, progress=False)
-    images = samples if decode is None else decode(samples).clamp(-1, 1)
-    save_grid(images, path, nrow=math.ceil(math.sqrt(num)), scale=2)
+    return ddim_sample(ema_model, (config.num_samples, *shape), schedule,
+                       steps=min(config.sample_steps, schedule.num_steps), eta=1.0, generator=generator,
+                       progress=False)
 
 
 def train_diffusion(
@@ -161,39 +146,52 @@ def train_diffusion(
     prediction: str = "eps",
     progress: bool = True,
     until: int | None = None,
-    conditioning: Tensor | None = None,
-    decode: Callable[[Tensor], Tensor] | None = None,
     speed: SpeedConfig | None = None,
+    captions: Sequence[str] | None = None,
+    p_uncond: float = 0.0,
+    settings: dict[str, Any] | None = None,
+    export: Callable[[nn.Module, Path], None] | None = None,
+    preview: Callable[[nn.Module], Tensor] | None = None,
 ) -> TrainResult:
     """Train a noise predictor with the simplified loss (Ho et al. 2020, Algorithm 1, Eq. 14).
 
-    Each step draws ``batch_size`` images from ``data`` (with replacement), a step t and noise eps for each, and
-    takes an AdamW step on || eps - model(x_t, t) ||^2. Everything random comes from generators seeded with
+    Each step draws ``batch_size`` items from ``data`` (with replacement), a step t and noise eps for each, and
+    takes an AdamW step on || eps - eps_theta(x_t, t) ||^2. Everything random comes from generators seeded with
     ``config.seed`` whose states are checkpointed, so resuming repeats the uninterrupted run exactly on a CPU.
 
+    A text-conditioned model trains through its own objective: each item has a caption, the batch's captions are
+    replaced by the empty one with probability ``p_uncond`` (``tinyldm.guidance.drop_captions``, for
+    classifier-free guidance), and the loss is ``model.training_loss(x0, prompts, t=t, eps=eps)``, the very
+    function lessons 5 and 6 build (``LatentDiffusion.training_loss``, Rombach et al. 2022, Eq. 3).
+
     Started by ``torchrun`` (see ``tinyldm.training.distributed``), the processes share each global batch of
-    ``batch_size`` images, DistributedDataParallel averages their gradients, and the run takes the same steps as
-    a single process would, up to the order of floating-point sums; only process 0 writes to ``out``.
+    ``batch_size`` items, their gradients are averaged in one all-reduce, and the run takes the same steps as a
+    single process would, up to the order of floating-point sums; only process 0 writes to ``out``.
 
     Args:
-        model: called as ``model(xt, t) -> eps_pred``; trained in place on the device of its parameters.
-        data: (N, C, H, W) training images in [-1, 1], on any device (batches move to the model's).
+        model: without ``captions``, an eps-predictor called as ``model(xt, t)``; with them, a text-conditioned
+            pipeline with ``training_loss(x0, prompts, t=, eps=)`` and its noise predictor as ``model.unet``
+            (a ``LatentDiffusion``). Trained in place on the device of its parameters; frozen parts stay frozen.
+        data: (N, C, H, W) training images (or latents), on any device (batches move to the model's).
         schedule: the noise schedule, on the model's device.
         config: the hyperparameters.
-        out: run folder for the loss log, its plot, sample grids, checkpoints and the exported EMA model
-            (config.json, model.safetensors, schedule.json); None keeps everything in memory.
+        out: the run folder (``tinyldm.training.run_folder``): settings, loss log and plot, sample grids,
+            checkpoints and what ``export`` writes; None keeps everything in memory.
         resume: continue the run saved in ``out``; without it, ``out`` must not hold a run already.
-        prediction: the model's target, "eps", "x0" or "v" (see ``tinyldm.diffusion``).
+        prediction: the model's target, "eps", "x0" or "v" (see ``tinyldm.diffusion``); "eps" with captions.
         progress: show a tqdm progress bar with the running loss.
         until: stop after this step, with a checkpoint, as if the run were interrupted there (resume later);
             None runs to ``config.steps``.
-        conditioning: (N, ...) per-item conditioning, e.g. caption indices: each batch takes the rows of the
-            batch's data items and the model is called as ``model(xt, t, cond=rows)``; sample grids use the
-            first ``num_samples`` rows. None: an unconditional model.
-        decode: turns samples into images for the sample grids, e.g. an autoencoder's ``decode_latents`` when
-            ``data`` holds latents; None: the samples are images in [-1, 1].
         speed: the switches that make steps faster without changing what they compute (bf16 autocast, TF32,
             channels_last, fused AdamW, torch.compile, data kept on the GPU); ``SpeedConfig()`` when None.
+        captions: one caption per item of ``data`` for a text-conditioned model; None for an unconditional one.
+        p_uncond: the probability of training a caption as the empty one.
+        settings: what the caller adds to the run's settings (a preset's name, the autoencoder's hash ...);
+            resuming checks them with the loop's own.
+        export: ``export(ema_model, out)`` writes the averaged model into the run folder at every checkpoint;
+            None writes no model.
+        preview: ``preview(ema_model)`` returns the images (B, 3, H, W) in [-1, 1] of a sample grid; None:
+            ancestral samples of an image model, or no grids with ``captions``.
     Returns:
         a ``TrainResult``; ``model`` holds the last weights and ``result.ema_model`` the averaged ones.
     """
@@ -203,32 +201,35 @@ def train_diffusion(
         raise ValueError(f"until must lie in [1, {config.steps}] (the run's steps), got {until}")
     if data.ndim != 4:
         raise ValueError(f"data must be a tensor of images (N, C, H, W), got shape {tuple(data.shape)}")
-    if conditioning is not None and conditioning.shape[0] != data.shape[0]:
-        raise ValueError(f"conditioning has {conditioning.shape[0]} rows but data has {data.shape[0]} items; "
-                         "pass one row per item")
+    if captions is not None and len(captions) != data.shape[0]:
+        raise ValueError(f"got {len(captions)} captions for {data.shape[0]} items of data; pass one per item")
+    if captions is not None and prediction != "eps":
+        raise ValueError(f"a text-conditioned model trains through its own training_loss, an eps-prediction "
+                         f"objective; got prediction={prediction!r}: leave it at 'eps'")
     distributed.check_global_batch(config.batch_size)
     speed = speed or SpeedConfig()
     device = next(model.parameters()).device
     main = distributed.is_main_process()
-    out = Path(out) if out is not None else None
+    run_settings = {**config_to_dict(config), "prediction": prediction, "schedule_sha256": tensor_sha256(
+        schedule.betas), "data_sha256": tensor_sha256(data), "p_uncond": p_uncond, **(settings or {})}
+    if captions is not None:
+        run_settings["captions_sha256"] = hashlib.sha256("\n".join(captions).encode()).hexdigest()
+    folder = RunFolder(out, run_settings, resume)
     data = speed.place_data(data, device)
-    if conditioning is not None:
-        conditioning = speed.place_data(conditioning, device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     data_gen = torch.Generator().manual_seed(config.seed)  # batch indices: always on the CPU
     noise_gen = torch.Generator(device).manual_seed(config.seed + 1)  # t, eps and dropout seeds
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+    caption_gen = torch.Generator().manual_seed(config.seed)  # the caption dropout's coins: on the CPU
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay,
                                   **speed.adamw_options(device))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda k: lr_factor(k, config.warmup_steps, config.steps, config.lr_decay))
     ema = EMA(model, config.ema_decay)
-    log = LossLog(out / LOG_NAME) if out is not None else None
-    records: list[dict[str, Any]] = []
-    start = 0
-    if out is not None:
-        start, records = _prepare_run_folder(out, config, resume, model, ema, optimizer, scheduler,
-                                             data_gen, noise_gen, log)
+    parts = {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}
+    generators = {"data": data_gen, "noise": noise_gen, "captions": caption_gen}
+    start, records = folder.start(parts, generators)
     losses = [r["loss"] for r in records]
-    network = speed.prepare_model(model, device)  # what the steps call: maybe compiled, maybe wrapped in DDP
+    speed.prepare_model(model if captions is None else model.unet, device)
 
     model.train()
     train_seconds, pending = 0.0, []
@@ -240,21 +241,24 @@ def train_diffusion(
         # The whole global batch is drawn on every process, which keeps its share (see tinyldm.training.distributed).
         index = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_gen)
         x0 = speed.format_batch(distributed.shard(data[index.to(data.device)]).to(device, non_blocking=True))
-        cond = None if conditioning is None else \
-            {"cond": distributed.shard(conditioning[index.to(conditioning.device)]).to(device, non_blocking=True)}
         lr = optimizer.param_groups[0]["lr"]
-        with speed.autocast(device), _dropout_rng(noise_gen, device):
-            t = torch.randint(0, schedule.num_steps, (config.batch_size,), generator=noise_gen, device=device)
-            eps = torch.randn((config.batch_size, *x0.shape[1:]), generator=noise_gen, device=device,
-                              dtype=x0.dtype)
-            loss = diffusion_loss(network, x0, schedule, t=distributed.shard(t), eps=distributed.shard(eps),
-                                  prediction=prediction, conditioning=cond)
+        with speed.autocast(device), dropout_rng(noise_gen, device, distributed.rank()):
+            t = distributed.shard(torch.randint(0, schedule.num_steps, (config.batch_size,), generator=noise_gen,
+                                                device=device))
+            eps = distributed.shard(torch.randn((config.batch_size, *x0.shape[1:]), generator=noise_gen,
+                                                device=device, dtype=x0.dtype))
+            if captions is None:
+                loss = diffusion_loss(model, x0, schedule, t=t, eps=eps, prediction=prediction)
+            else:
+                prompts = drop_captions([captions[i] for i in index.tolist()], p_uncond, caption_gen)
+                loss = model.training_loss(x0, distributed.shard(prompts), t=t, eps=eps)
         value = distributed.mean_over_processes(loss.detach()).item()
         if not math.isfinite(value):
             raise NonFiniteLossError(step + 1, "loss", value, lr)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
+        distributed.average_gradients(trainable)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or float("inf"))
         if not torch.isfinite(grad_norm):
             raise NonFiniteLossError(step + 1, "gradient norm", grad_norm.item(), lr)
         optimizer.step()
@@ -269,54 +273,21 @@ def train_diffusion(
         done = step + 1
         if out is None:
             continue
-        if main and config.sample_every and done % config.sample_every == 0:
-            _save_samples(ema.model, schedule, config, tuple(data.shape[1:]), out / "samples" / f"step_{done:06d}.png",
-                          conditioning, decode)
+        if main and config.sample_every and done % config.sample_every == 0 and (preview or captions is None):
+            images = preview(ema.model) if preview else _sample_grid(ema.model, schedule, config, data.shape[1:])
+            save_grid(images.clamp(-1, 1), Path(out) / "samples" / f"step_{done:06d}.png",
+                      nrow=math.ceil(math.sqrt(len(images))), scale=2)
         if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
-            if main:
-                log.append(pending)
-                _checkpoint(out, done, model, ema, optimizer, scheduler, data_gen, noise_gen, schedule, prediction,
-                            data.shape[-1])
+            folder.checkpoint(done, parts, generators, pending,
+                              None if export is None else lambda path: export(ema.model, path))
             pending = []
-            distributed.barrier()  # no process runs ahead of a checkpoint it might have to resume from
     bar.close()
     model.eval()
     if out is not None and main:
         fig = plot_losses(losses)
-        fig.savefig(out / "loss.png", dpi=110)
+        folder.save_figure(fig)
         plt.close(fig)
     steps_run = max(0, stop - start)
     speed_ips = steps_run * config.batch_size / train_seconds if train_seconds else 0.0
-    return TrainResult(losses, ema.model, steps_run, train_seconds, speed_ips)
-
-
-def _prepare_run_folder(out: Path, config: TrainConfig, resume: bool, model: nn.Module, ema: EMA,
-                        optimizer: torch.optim.Optimizer, scheduler: Any, data_gen: torch.Generator,
-                        noise_gen: torch.Generator, log: LossLog) -> tuple[int, list[dict[str, Any]]]:
-    """Start a fresh run in ``out`` or restore the saved one; returns (steps already done, log records kept)."""
-    state, records = open_run_folder(out, config_to_dict(config), resume, log)
-    if state is None:
-        return 0, records
-    model.load_state_dict(state["model"])
-    ema.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    data_gen.set_state(state["generators"]["data"])
-    noise_gen.set_state(state["generators"]["noise"].to(noise_gen.get_state().device))
-    return state["step"], records
-
-
-def _checkpoint(out: Path, step: int, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer, scheduler: Any,
-                data_gen: torch.Generator, noise_gen: torch.Generator, schedule: NoiseSchedule, prediction: str,
-                image_size: int) -> None:
-    save_training_state(out / STATE_NAME, {
-        "step": step,
-        "model": model.state_dict(),
-        "ema": ema.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "generators": {"data": data_gen.get_state(), "noise": noise_gen.get_state()},
-    })
-    if hasattr(ema.model, "save_pretrained"):
-        ema.model.save_pretrained(out)
-        save_schedule(out, schedule, prediction, image_size)
+    files = {**({"model": Path(out)} if out is not None and export is not None else {}), **folder.files()}
+    return TrainResult(losses, ema.model, steps_run, train_seconds, speed_ips, files)

@@ -3,13 +3,15 @@
 ``torchrun --nproc_per_node N -m tinyldm train ...`` starts N copies of the command; each learns its place from
 the environment torchrun sets (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``).
 ``init_from_environment`` joins them into one process group (NCCL on CUDA, gloo on the CPU) and gives each
-process its device. The training loop (``tinyldm.training.diffusion_loop.train_diffusion``) then wraps the model in
-``DistributedDataParallel``, which averages the gradients of every backward pass over the processes; the
-autoencoder's loop (``tinyldm.training.autoencoder_loop``) averages them itself (``average_gradients``).
+process its device. Both training loops (``tinyldm.training.diffusion_loop``, ``tinyldm.training.autoencoder_loop``)
+then average the gradients of every backward pass over the processes in one all-reduce (``average_gradients``).
+They do it themselves rather than through ``DistributedDataParallel``: the latent model trains through its own
+``training_loss`` method and the autoencoder's adaptive GAN weight needs ``torch.autograd.grad``, neither of which
+DDP's wrapped ``forward`` sees.
 
 How the work is split, so that N processes take the very steps one process would take with the same global batch:
 every process draws the *whole* global batch's indices, steps t and noise eps from generators seeded alike, and
-keeps its own contiguous slice of them (``shard``). The gradient DDP averages is then the gradient of the global
+keeps its own contiguous slice of them (``shard``). The averaged gradient is then the gradient of the global
 batch's mean loss, the generators stay in step on every process, and a checkpoint written by process 0 restores
 all of them. Drawing the global batch's random numbers on every process costs a few kilobytes per step; the
 networks' work is what is split. Only process 0 writes files and shows progress bars (``is_main_process``).
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -27,6 +29,8 @@ from torch import Tensor, nn
 
 __all__ = ["local_rank", "init_from_environment", "close", "is_distributed", "rank", "world_size", "is_main_process",
            "barrier", "shard", "mean_over_processes", "check_global_batch", "average_gradients"]
+
+T = TypeVar("T", Tensor, list)
 
 
 def is_distributed() -> bool:
@@ -113,19 +117,19 @@ def check_global_batch(batch_size: int) -> int:
     return batch_size // size
 
 
-def shard(tensor: Tensor) -> Tensor:
-    """This process's contiguous slice of a global batch along dim 0 (the whole batch in one process).
+def shard(batch: T) -> T:
+    """This process's contiguous slice of a global batch (the whole batch in one process).
 
     Args:
-        tensor: (B, ...) with B divisible by ``world_size()``.
+        batch: (B, ...) tensor, or a list of B items (captions), with B divisible by ``world_size()``.
     Returns:
-        (B / world_size, ...), rows rank * B / world_size onwards.
+        (B / world_size, ...): rows rank * B / world_size onwards.
     """
     size = world_size()
     if size == 1:
-        return tensor
-    b = check_global_batch(tensor.shape[0])
-    return tensor[rank() * b:(rank() + 1) * b]
+        return batch
+    b = check_global_batch(len(batch))
+    return batch[rank() * b:(rank() + 1) * b]
 
 
 def mean_over_processes(value: Tensor) -> Tensor:
@@ -141,8 +145,7 @@ def mean_over_processes(value: Tensor) -> Tensor:
 def average_gradients(parameters: Iterable[nn.Parameter]) -> None:
     """Replace every parameter's gradient by its mean over the processes, in one all-reduce of a flat buffer.
 
-    For loops that cannot use DistributedDataParallel: the autoencoder's adaptive GAN weight needs
-    ``torch.autograd.grad``, which DDP does not support. Call it after ``backward()`` and before clipping.
+    Call it after ``backward()`` and before clipping (see the module docstring for why not DDP).
     """
     if not is_distributed():
         return

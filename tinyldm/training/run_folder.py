@@ -1,25 +1,69 @@
-"""A training run's folder: its settings, its loss log, and the checks that make ``--resume`` safe.
+"""A training run's folder: one shell around both training loops that starts, restores, checkpoints and finishes.
 
-Every training loop of the course (``tinyldm.training.diffusion_loop``, ``tinyldm.training.autoencoder_loop``) writes the same layout:
-``train_config.json`` (the settings the run started with), ``loss.jsonl`` (one JSON record per step) and
-``train_state.pt`` (``tinyldm.training.checkpoint``). Resuming checks the settings against the saved ones and cuts the log
-back to the last checkpoint, so an interrupted run continues as if it had never stopped.
+Every loop of the course (``tinyldm.training.diffusion_loop``, ``tinyldm.training.autoencoder_loop``) writes the
+same layout:
+
+- ``train_config.json``: the run's settings, written when it starts: the loop's config, the model's, the sha256 of
+  the training tensor and whatever the job adds (its preset, its autoencoder). A resume must match them all; only
+  ``steps`` may change, to extend a run. Because the file is written first, even a killed run guards its data.
+- ``loss.jsonl``: one JSON record per step, cut back to the last checkpoint on resume.
+- ``train_state.pt``: everything the next step depends on (weights, EMA, optimisers, schedulers, generator
+  states), written atomically: a run killed mid-write keeps its previous checkpoint. Restoring it makes a resumed
+  run take the very same steps as one that never stopped (on the CPU, bit for bit).
+- ``run.json``: what each call of a training job did (settings, machine, timing), written by the jobs.
+
+In a data-parallel run process 0 checks and writes the folder; the others read the same saved state (the folder must
+be on a file system every process sees).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import torch
+from torch import Tensor
+
+from tinyldm.runtime import atomic_write
 from tinyldm.training import distributed
-from tinyldm.training.checkpoint import STATE_NAME, load_training_state
 
-__all__ = ["LOG_NAME", "TRAIN_CONFIG_NAME", "RUN_RECORD_NAME", "LossLog", "open_run_folder", "append_run_record"]
+__all__ = ["LOG_NAME", "TRAIN_CONFIG_NAME", "RUN_RECORD_NAME", "STATE_NAME", "LOSS_PLOT_NAME", "LossLog", "RunFolder",
+           "save_training_state", "load_training_state", "tensor_sha256", "append_run_record"]
 
 LOG_NAME = "loss.jsonl"
 TRAIN_CONFIG_NAME = "train_config.json"
-RUN_RECORD_NAME = "run.json"  # what each call of a training job did: settings, machine, timing
+RUN_RECORD_NAME = "run.json"
+STATE_NAME = "train_state.pt"
+LOSS_PLOT_NAME = "loss.png"
+_HASH_CHUNK = 1 << 24  # elements hashed at a time, so a large tensor is never copied whole
+
+
+def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write a training state (tensors, numbers, strings, nested dicts and lists) atomically with ``torch.save``."""
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a state written by ``save_training_state`` onto the CPU.
+
+    ``weights_only=True`` refuses anything but tensors and plain containers, so a tampered file cannot run code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training state at {path}; it is written every checkpoint_every steps of a run")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def tensor_sha256(tensor: Tensor) -> str:
+    """The sha256 of a tensor's dtype, shape and bytes: the identity of a run's training data."""
+    digest = hashlib.sha256(f"{tensor.dtype} {tuple(tensor.shape)}".encode())
+    flat = tensor.detach().reshape(-1)
+    for start in range(0, flat.numel(), _HASH_CHUNK):
+        digest.update(flat[start:start + _HASH_CHUNK].cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class LossLog:
@@ -50,59 +94,123 @@ class LossLog:
             f.write("".join(json.dumps(r) + "\n" for r in records))
 
 
-def open_run_folder(out: Path, settings: dict[str, Any], resume: bool,
-                    log: LossLog) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """Start a fresh run in ``out``, or check and load the run saved there; shared by the training loops.
-
-    A fresh run needs a folder without a saved state; it writes ``settings`` to ``train_config.json`` and empties
-    the log. A resumed run needs a saved state and the same settings as before (only "steps" may change, to
-    extend a run); the log loses the records written after the saved step (an interrupted run's last steps).
-    In a data-parallel run process 0 checks and prepares the folder, then the others read the same saved state
-    (the run folder must be on a file system every process sees).
+class RunFolder:
+    """The run folder a training loop writes, or nothing at all when ``out`` is None (a run kept in memory).
 
     Args:
-        out: the run folder.
-        settings: the run's settings as a JSON-ready dict, e.g. ``config_to_dict(config)``.
-        resume: continue the saved run instead of starting one.
-        log: the run's loss log.
-    Returns:
-        (the saved training state, or None for a fresh run; the log records kept).
+        out: the run folder, or None.
+        settings: the run's JSON-ready settings (see the module docstring).
+        resume: continue the run saved in ``out`` instead of starting one.
     """
-    if distributed.is_main_process():
-        prepared = _open_run_folder(out, settings, resume, log)
-    distributed.barrier()
-    if distributed.is_main_process():
-        return prepared
-    return (load_training_state(out / STATE_NAME) if resume else None), log.records()
+
+    def __init__(self, out: str | Path | None, settings: dict[str, Any], resume: bool):
+        self.out = Path(out) if out is not None else None
+        self.settings = json.loads(json.dumps(settings))  # tuples -> lists, as the saved file has them
+        self.resume = resume
+        self.log = LossLog(self.out / LOG_NAME) if self.out is not None else None
+
+    def start(self, parts: dict[str, Any], generators: dict[str, torch.Generator]) -> tuple[int, list[dict]]:
+        """Start a fresh run, or check the saved one against ``settings`` and restore it into ``parts``.
+
+        Args:
+            parts: what the checkpoint holds, by name: modules, optimisers, schedulers, EMAs (anything with
+                ``state_dict``/``load_state_dict``; None for a part this run does not have).
+            generators: the run's random generators, by name.
+        Returns:
+            (steps already done, the log records kept).
+        """
+        if self.out is None:
+            return 0, []
+        if distributed.is_main_process():
+            state, records = self._open()
+        distributed.barrier()
+        if not distributed.is_main_process():
+            state = load_training_state(self.out / STATE_NAME) if self.resume else None
+            records = self.log.records()
+        if state is None:
+            return 0, records
+        for name, part in parts.items():
+            if part is not None:
+                part.load_state_dict(state[name])
+        for name, generator in generators.items():
+            generator.set_state(state["generators"][name].to(generator.get_state().device))
+        return state["step"], records
+
+    def _open(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        state_path, config_path = self.out / STATE_NAME, self.out / TRAIN_CONFIG_NAME
+        if not self.resume:
+            if state_path.exists():
+                saved = load_training_state(state_path)["step"]
+                raise FileExistsError(f"{self.out} already holds a run (saved at step {saved}); pass resume=True "
+                                      "(--resume) to continue it, or choose another output folder")
+            self.out.mkdir(parents=True, exist_ok=True)
+            config_path.write_text(json.dumps(self.settings, indent=2) + "\n")
+            self.log.path.write_text("")
+            return None, []
+        if not state_path.exists():
+            raise FileNotFoundError(f"nothing to resume in {self.out}: no {STATE_NAME} there; drop resume "
+                                    "(--resume) to start a new run")
+        saved, now = _flat(json.loads(config_path.read_text())), _flat(self.settings)
+        changed = [f"{name}: saved {_short(saved.get(name))}, now {_short(now.get(name))}"
+                   for name in [*now, *(k for k in saved if k not in now)]
+                   if name != "steps" and saved.get(name) != now.get(name)]
+        if changed:
+            raise ValueError(f"cannot resume {self.out} with different settings ({'; '.join(changed)}); resume with "
+                             "the run's own settings and training data (only steps may change), or choose another "
+                             "output folder")
+        state = load_training_state(state_path)
+        config_path.write_text(json.dumps(self.settings, indent=2) + "\n")
+        return state, self.log.truncate(state["step"])
+
+    def checkpoint(self, step: int, parts: dict[str, Any], generators: dict[str, torch.Generator],
+                   pending: list[dict[str, Any]], export: Callable[[Path], None] | None = None) -> None:
+        """Append the records since the last checkpoint, save the state atomically and export the model.
+
+        Args:
+            step: steps done.
+            parts, generators: as for ``start``.
+            pending: the log records since the last checkpoint.
+            export: writes the model the run has made so far into the folder; None exports nothing.
+        """
+        if self.out is None:
+            return
+        if distributed.is_main_process():
+            self.log.append(pending)
+            save_training_state(self.out / STATE_NAME, {
+                "step": step, **{name: p.state_dict() if p is not None else None for name, p in parts.items()},
+                "generators": {name: g.get_state() for name, g in generators.items()}})
+            if export is not None:
+                export(self.out)
+        distributed.barrier()  # no process runs ahead of a checkpoint it might have to resume from
+
+    def files(self) -> dict[str, Path]:
+        """What the folder holds of the run, by name: the settings, the loss log and plot, and the checkpoint."""
+        if self.out is None:
+            return {}
+        names = {"settings": TRAIN_CONFIG_NAME, "loss log": LOG_NAME, "loss plot": LOSS_PLOT_NAME,
+                 "checkpoint": STATE_NAME}
+        return {name: self.out / file for name, file in names.items() if (self.out / file).exists()}
+
+    def save_figure(self, figure: Any, name: str = LOSS_PLOT_NAME) -> None:
+        """Save a matplotlib figure (the loss plot) into the folder, from process 0."""
+        if self.out is not None and distributed.is_main_process():
+            figure.savefig(self.out / name, dpi=110)
 
 
-def _open_run_folder(out: Path, settings: dict[str, Any], resume: bool,
-                     log: LossLog) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    state_path = out / STATE_NAME
-    config_path = out / TRAIN_CONFIG_NAME
-    settings = json.loads(json.dumps(settings))  # tuples -> lists, as the saved file has them
-    if not resume:
-        if state_path.exists():
-            saved = load_training_state(state_path)["step"]
-            raise FileExistsError(f"{out} already holds a run (saved at step {saved}); pass resume=True "
-                                  "(--resume) to continue it, or choose another output folder")
-        out.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(json.dumps(settings, indent=2) + "\n")
-        log.path.write_text("")
-        return None, []
-    if not state_path.exists():
-        raise FileNotFoundError(f"nothing to resume in {out}: no {STATE_NAME} there; drop resume (--resume) to "
-                                "start a new run")
-    saved_settings = json.loads(config_path.read_text())
-    changed = [f"{name}: saved {saved_settings.get(name)!r}, now {settings.get(name)!r}"
-               for name in [*settings, *(k for k in saved_settings if k not in settings)]
-               if name != "steps" and saved_settings.get(name) != settings.get(name)]
-    if changed:
-        raise ValueError(f"cannot resume {out} with different settings ({'; '.join(changed)}); only steps may "
-                         "change on resume")
-    state = load_training_state(state_path)
-    config_path.write_text(json.dumps(settings, indent=2) + "\n")
-    return state, log.truncate(state["step"])
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level, "unet.base_channels": 64, so that a refused resume names the very field."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def append_run_record(out: Path, record: dict[str, Any], resume: bool) -> None:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tinyldm.training import distributed
 
 __all__ = ["SpeedConfig"]
 
@@ -68,21 +67,16 @@ class SpeedConfig:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def prepare_model(self, model: nn.Module, device: torch.device) -> Callable[..., Tensor]:
-        """What the training steps call: ``model`` in channels_last, wrapped in DistributedDataParallel when
-        several processes train together, compiled when asked for. Its parameters stay ``model``'s own, so the
-        optimiser, the EMA and checkpoints keep working on ``model``."""
+    def prepare_model(self, model: nn.Module, device: torch.device) -> None:
+        """Set ``model`` up for the training steps, in place: channels_last on CUDA and compiled
+        (``nn.Module.compile``) when asked for, and the process's matmul precision. Its parameters stay its own,
+        so the optimiser, the EMA and checkpoints keep working on it."""
         self.validate()
         if self.channels_last and device.type == "cuda":
             model.to(memory_format=torch.channels_last)
-        network: nn.Module = model
-        if distributed.is_distributed():
-            network = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
         if self.compile:
-            network = torch.compile(network)
+            model.compile()
         self.apply_precision(device)
-        return network
 
     def apply_precision(self, device: torch.device) -> None:
         """Let float32 matmuls and convolutions run on TF32 tensor cores when ``tf32`` and ``device`` is CUDA.

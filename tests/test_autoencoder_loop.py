@@ -18,7 +18,7 @@ from tinyldm.training.autoencoder_loop import (
     plot_autoencoder_losses,
     train_autoencoder,
 )
-from tinyldm.training.checkpoint import load_training_state
+from tinyldm.training.run_folder import load_training_state
 from tinyldm.training.diffusion_loop import NonFiniteLossError
 from tinyldm.training.run_folder import LossLog
 
@@ -119,8 +119,7 @@ def test_an_existing_run_is_not_overwritten_and_changed_settings_are_refused(tmp
     with pytest.raises(ValueError, match=r"different settings \(disc_lr: saved 0.001, now 0.5\)"):
         train_autoencoder(_model(), _loss(), data, _config(steps=3, disc_lr=0.5), out=tmp_path / "a", resume=True,
                           progress=False)
-    with pytest.raises(ValueError, match=r"different settings \(loss: saved .*'kl_weight': 1e-06.*now .*"
-                                         r"'kl_weight': 0.1"):
+    with pytest.raises(ValueError, match=r"different settings \(loss.kl_weight: saved 1e-06, now 0.1\)"):
         train_autoencoder(_model(), _loss(kl_weight=0.1), data, _config(steps=3), out=tmp_path / "a", resume=True,
                           progress=False)
     extended = train_autoencoder(_model(), _loss(), data, _config(steps=3), out=tmp_path / "a", resume=True,

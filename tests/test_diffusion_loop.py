@@ -10,7 +10,7 @@ import torch
 
 from tinyldm.runtime import atomic_write, seeded
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.training.checkpoint import load_training_state
+from tinyldm.training.run_folder import load_training_state
 from tinyldm.training.diffusion_loop import NonFiniteLossError, TrainConfig, lr_factor, train_diffusion
 from tinyldm.training.ema import EMA
 from tinyldm.training.run_folder import LossLog
@@ -68,15 +68,38 @@ def test_a_resume_drops_log_lines_written_after_the_checkpoint(tmp_path):
 
 
 def test_run_folder_holds_the_model_log_plot_and_samples(tmp_path):
-    train_diffusion(_model(), _data(), SCHEDULE, _config(steps=4, sample_every=2, num_samples=4, sample_steps=3),
-                    out=tmp_path, progress=False)
+    exported = []
+
+    def export(ema_model, folder):
+        exported.append(folder)
+        ema_model.save_pretrained(folder)
+
+    result = train_diffusion(_model(), _data(), SCHEDULE, _config(steps=4, sample_every=2, num_samples=4,
+                                                                  sample_steps=3, checkpoint_every=2),
+                             out=tmp_path, progress=False, export=export)
+    assert exported == [tmp_path, tmp_path]  # at each checkpoint
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"config.json", "model.safetensors", "schedule.json", "train_state.pt", "loss.jsonl", "loss.png",
+    assert {"config.json", "model.safetensors", "train_state.pt", "loss.jsonl", "loss.png",
             "train_config.json", "samples"} <= names
+    assert set(result.files) == {"model", "settings", "loss log", "loss plot", "checkpoint"}
+    assert all(path.exists() for path in result.files.values())
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_000002.png", "step_000004.png"]
     first = json.loads((tmp_path / "loss.jsonl").read_text().splitlines()[0])
     assert set(first) == {"step", "loss", "lr", "grad_norm"} and first["step"] == 1
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic writes leave no temp files
+
+
+def test_without_export_the_run_folder_holds_no_model(tmp_path):
+    result = train_diffusion(_model(), _data(), SCHEDULE, _config(steps=2), out=tmp_path, progress=False)
+    assert not (tmp_path / "model.safetensors").exists() and "model" not in result.files
+
+
+def test_a_resume_on_other_data_is_refused_even_after_a_kill(tmp_path):
+    # train_config.json, with the data's sha256, is written when the run starts: a killed run has it too.
+    train_diffusion(_model(), _data(), SCHEDULE, _config(), out=tmp_path, progress=False, until=2)
+    other = _data() + 0.5
+    with pytest.raises(ValueError, match="cannot resume .* with different settings \\(data_sha256: saved"):
+        train_diffusion(_model(), other, SCHEDULE, _config(), out=tmp_path, resume=True, progress=False)
 
 
 def test_an_existing_run_is_not_overwritten_and_a_missing_one_not_resumed(tmp_path):

@@ -1,0 +1,54 @@
+"""The pictures a training command learns from: the Shapes train split by default, or your own captioned pictures.
+
+Every training job (the pixel model, the autoencoder, the latent model) loads its data here, so that ``--data``,
+``--num-images``, ``--image-size`` and ``--strict`` mean the same thing on every command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tinyldm.data.folder import image_text_pairs
+from tinyldm.data.shapes import Shapes
+
+__all__ = ["TrainingSet", "training_set"]
+
+
+@dataclass
+class TrainingSet:
+    """What ``training_set`` returns."""
+
+    images: Tensor  # (n, 3, S, S) in [-1, 1], on the CPU
+    captions: list[str]  # one caption per image
+    record: dict[str, Any]  # where the pictures came from, for run.json
+    key: dict[str, Any]  # what identifies them, for caches: Shapes' settings or the images' sha256
+
+
+def training_set(data: str | Path | None, size: int, num_images: int | None, default_num: int,
+                 strict: bool = False, progress: bool = True) -> TrainingSet:
+    """Load a training job's pictures and their captions.
+
+    Args:
+        data: None for the Shapes train split (seed 0); else a folder of captioned pictures, "mnist" or
+            "fashion-mnist" (``tinyldm.data.folder.image_text_pairs``).
+        size: S, the image side.
+        num_images: how many (the first ones); None: ``default_num`` Shapes, or every picture of ``data``.
+        default_num: the preset's number of Shapes images.
+        strict, progress: see ``tinyldm.data.folder.read_image_folder``.
+    """
+    if data is None:
+        n = num_images or default_num
+        dataset = Shapes(n, size=size)
+        items = [dataset[i] for i in range(n)]
+        images = torch.stack([item["image"] for item in items])  # (n, 3, S, S)
+        key = {"dataset": "shapes", "num_images": n, "size": size, "seed": 0, "split": "train"}
+        return TrainingSet(images, [item["caption"] for item in items], {"source": "shapes"}, key)
+    pairs = image_text_pairs(data, size, num_images, strict, None if progress else False)
+    record = pairs.record()
+    key = {"dataset": "images", "images_sha256": record["images_sha256"], "num_images": len(pairs), "size": size}
+    return TrainingSet(pairs.images, pairs.captions, record, key)
