@@ -22,8 +22,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest --nbval-lax tests notebooks
 
+# The fast tests only (well under two minutes); `make test` also runs the slow ones and the lessons.
 unit: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not slow"
 
 lessons: setup
 	$(BIN)/python -m pytest --nbval-lax notebooks

@@ -30,10 +30,10 @@ from tinyldm.autoencoder import AutoencoderKL
 from tinyldm.autoencoder_loss import AutoencoderLoss
 from tinyldm.data.shapes import shapes_tensor
 from tinyldm.diffusion import diffusion_loss
+from tinyldm.guidance import drop_captions
 from tinyldm.jobs.autoencoder import AUTOENCODER_PRESETS
 from tinyldm.jobs.ldm import LDM_PRESETS
 from tinyldm.jobs.pixel import PIXEL_PRESETS
-from tinyldm.guidance import drop_captions
 from tinyldm.ldm import LatentDiffusion, check_parts
 from tinyldm.perceptual import LPIPS
 from tinyldm.runtime import dropout_rng, seeded  # the loops' own: dropout draws from a generator-seeded global RNG

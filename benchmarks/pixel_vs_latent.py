@@ -48,8 +48,8 @@ def _phase(kind: str, phase: str, steps: int, threads: int | None, device_name: 
     from tinyldm.evaluation.metrics import caption_accuracy, judge_images
     from tinyldm.jobs.ldm import load_ldm
     from tinyldm.jobs.pixel import load_pixel_model
-    from tinyldm.sampling import sample
     from tinyldm.pretrained import checkpoint_dir
+    from tinyldm.sampling import sample
     from tinyldm.schedule import NoiseSchedule
     from tinyldm.text import shapes_captions
     from tinyldm.unet import UNet, UNetConfig

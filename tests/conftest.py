@@ -7,6 +7,16 @@ from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.runtime import seeded
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run where there is a CUDA GPU and are skipped, saying so, everywhere else."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_cpu_thread():
     """The tests use tiny tensors: on a busy 2-core machine extra threads only wait on each other (up to 30x

@@ -18,9 +18,8 @@ from tinyldm.training.autoencoder_loop import (
     plot_autoencoder_losses,
     train_autoencoder,
 )
-from tinyldm.training.run_folder import load_training_state
 from tinyldm.training.diffusion_loop import NonFiniteLossError
-from tinyldm.training.run_folder import LossLog
+from tinyldm.training.run_folder import LossLog, load_training_state
 
 MODEL = AutoencoderConfig(base_channels=8, channel_mults=(1, 2, 2), groups=4)  # f = 4
 # LPIPS off (it needs weights on disk; one test below turns it on), the GAN on from step 2 so that resuming

@@ -21,6 +21,7 @@ def test_forward_writes_strip_gif_and_schedules(tmp_path, capsys):
         assert gif.size == (4 * (2 * 34 + 2), 4 * (1 * 34 + 2))  # two 32px images, 2px padding, scale 4
 
 
+@pytest.mark.slow
 def test_demo_draws_every_prompt_with_the_shipped_pipeline(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the default out folder is relative: outputs/demo
     assert main(["demo", "--num-images", "2", "--steps", "5"]) == 0

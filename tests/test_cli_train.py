@@ -27,6 +27,7 @@ def run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_pixel_writes_a_loadable_run(run):
     for name in ("config.json", "model.safetensors", "schedule.json", "train_state.pt", "loss.jsonl", "loss.png",
                  "run.json"):
@@ -43,6 +44,7 @@ def test_an_unknown_preset_names_the_presets_there_are(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_train_pixel_resumes_and_refuses_to_overwrite(run, capsys):
     assert main(["train", "pixel", "--config", "tiny", "--out", str(run), "--steps", "2", "--num-images", "64",
                  "--batch-size", "4"]) == 2
@@ -53,6 +55,7 @@ def test_train_pixel_resumes_and_refuses_to_overwrite(run, capsys):
     assert len(json.loads((run / "run.json").read_text())["runs"]) == 2
 
 
+@pytest.mark.slow
 def test_sample_writes_pngs_a_grid_and_a_gif(run, tmp_path, capsys):
     out = tmp_path / "samples"
     assert main(["sample", "--checkpoint", str(run), "--num-images", "2", "--seed", "1", "--out", str(out),
@@ -74,6 +77,7 @@ def test_ddpm_sampling_keeps_about_the_requested_frames():
     assert labels == [19, 15, 11, 7, 3, -1]  # the full chain: every step of Ho et al.'s Algorithm 2
 
 
+@pytest.mark.slow
 def test_train_judge_and_evaluate(run, tmp_path, capsys):
     judge = tmp_path / "judge"
     assert main(["train", "judge", "--out", str(judge), "--steps", "2", "--num-images", "64"]) == 0
@@ -107,6 +111,7 @@ def autoencoder_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_autoencoder_writes_a_loadable_run_and_resumes(autoencoder_run, capsys):
     run = autoencoder_run
     for name in ("config.json", "model.safetensors", "train_state.pt", "loss.jsonl", "loss.png", "run.json"):
@@ -121,6 +126,7 @@ def test_train_autoencoder_writes_a_loadable_run_and_resumes(autoencoder_run, ca
     assert [r["steps_run"] for r in runs] == [2, 1] and runs[0]["factor"] == 4
 
 
+@pytest.mark.slow
 def test_train_autoencoder_at_another_factor(tmp_path):
     _needs_lpips()
     assert main(["train", "autoencoder", "--config", "tiny", "--out", str(tmp_path), "--steps", "1", "--num-images",
@@ -129,6 +135,7 @@ def test_train_autoencoder_at_another_factor(tmp_path):
     assert model.downsampling_factor == 8 and model.encode(torch.zeros(1, 3, 32, 32)).mean.shape == (1, 4, 4, 4)
 
 
+@pytest.mark.slow
 def test_reconstruct_writes_a_figure_and_metrics(autoencoder_run, tmp_path, capsys):
     out = tmp_path / "rec"
     assert main(["reconstruct", "--checkpoint", str(autoencoder_run), "--num-images", "8", "--out", str(out)]) == 0
@@ -150,6 +157,7 @@ def test_reconstruct_reports_missing_files_and_too_few_images(tmp_path, capsys):
     assert "--num-images must be at least 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_missing_lpips_weights_are_reported(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(LPIPS_WEIGHTS_VAR, str(tmp_path / "no-such-file.safetensors"))
     assert main(["train", "autoencoder", "--config", "tiny", "--out", str(tmp_path / "run"), "--steps", "1"]) == 2
@@ -171,6 +179,7 @@ def ldm_run(tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.slow
 def test_train_ldm_writes_a_loadable_pipeline(ldm_run):
     for name in ("config.json", "schedule.json", "autoencoder/model.safetensors", "unet/model.safetensors",
                  "text_encoder/model.safetensors", "train_state.pt", "loss.jsonl", "loss.png", "run.json"):
@@ -179,6 +188,7 @@ def test_train_ldm_writes_a_loadable_pipeline(ldm_run):
     assert LatentDiffusion.from_pretrained(ldm_run).latent_shape == (4, 8, 8)
 
 
+@pytest.mark.slow
 def test_generate_writes_pngs_a_grid_and_a_gif(ldm_run, tmp_path, capsys):
     out = tmp_path / "generated"
     assert main(["generate", "--checkpoint", str(ldm_run), "--prompt", "a large red circle at the top left",
@@ -199,6 +209,7 @@ def test_generate_writes_pngs_a_grid_and_a_gif(ldm_run, tmp_path, capsys):
     (["--prompt", ""], "prompt 0 is empty"),
     (["--prompt", "a large red dragon"], "never saw: ['dragon']"),
 ])
+@pytest.mark.slow
 def test_generate_reports_bad_prompts(ldm_run, tmp_path, capsys, prompt, message):
     assert main(["generate", "--checkpoint", str(ldm_run), *prompt, "--num-images", "1", "--steps", "2",
                  "--out", str(tmp_path)]) == 2
@@ -206,6 +217,7 @@ def test_generate_reports_bad_prompts(ldm_run, tmp_path, capsys, prompt, message
     assert "tinyldm generate: error:" in err and message in err
 
 
+@pytest.mark.slow
 def test_generate_reports_a_checkpoint_whose_parts_do_not_fit(ldm_run, tmp_path, capsys):
     folder = tmp_path / "mixed"
     shutil.copytree(ldm_run, folder)
@@ -217,6 +229,7 @@ def test_generate_reports_a_checkpoint_whose_parts_do_not_fit(ldm_run, tmp_path,
     assert "do not fit together" in err and "in_channels=3" in err
 
 
+@pytest.mark.slow
 def test_generate_reports_a_missing_checkpoint(tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(tmp_path / "nowhere"), "--prompt", "a small blue square on the left",
                  "--out", str(tmp_path / "out")]) == 2

@@ -279,6 +279,7 @@ def pets(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_train_ldm_on_a_folder_learns_its_words_and_generates(pets, tiny_autoencoder, tmp_path, monkeypatch,
                                                              capsys):
     monkeypatch.setenv("TINYLDM_CACHE", str(tmp_path / "cache"))
@@ -302,6 +303,7 @@ def test_train_ldm_on_a_folder_learns_its_words_and_generates(pets, tiny_autoenc
     assert "never saw: ['large', 'circle']" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_ldm_on_mnist_and_at_another_size(tiny_cache, tiny_autoencoder, tmp_path, capsys):
     out = tmp_path / "digits"
     assert main(["train", "ldm", "--config", "tiny", "--data", "mnist", "--autoencoder", str(tiny_autoencoder),
@@ -315,6 +317,7 @@ def test_train_ldm_on_mnist_and_at_another_size(tiny_cache, tiny_autoencoder, tm
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_train_pixel_on_a_folder_records_it_and_refuses_to_resume_on_changed_pictures(pets, tmp_path, capsys):
     folder = tmp_path / "pets"
     folder.mkdir()
@@ -341,6 +344,7 @@ def test_train_pixel_on_a_folder_records_it_and_refuses_to_resume_on_changed_pic
     assert "none is not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_autoencoder_on_a_folder(pets, tmp_path, capsys):
     if not os.environ.get(LPIPS_WEIGHTS_VAR):
         pytest.skip(f"the autoencoder presets use LPIPS: set {LPIPS_WEIGHTS_VAR} to run it offline")

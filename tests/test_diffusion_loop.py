@@ -10,10 +10,9 @@ import torch
 
 from tinyldm.runtime import atomic_write, seeded
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.training.run_folder import load_training_state
 from tinyldm.training.diffusion_loop import NonFiniteLossError, TrainConfig, lr_factor, train_diffusion
 from tinyldm.training.ema import EMA
-from tinyldm.training.run_folder import LossLog
+from tinyldm.training.run_folder import LossLog, load_training_state
 from tinyldm.unet import UNet, UNetConfig
 
 CONFIG = UNetConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1, attention_levels=(1,), groups=4,

@@ -76,6 +76,7 @@ def _worker(rank: int, world: int, rendezvous: str, out: str, results: str) -> N
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     single_model, single = _train(None)
     results = str(tmp_path / "results.pt")
@@ -124,6 +125,7 @@ def _autoencoder_worker(rank: int, world: int, rendezvous: str, out: str, result
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_the_autoencoder_trains_on_two_processes_as_on_one(tmp_path):
     model, loss, single = _train_autoencoder(None)
     results = str(tmp_path / "results.pt")
@@ -166,6 +168,7 @@ def test_a_single_process_ignores_the_distributed_helpers():
     assert distributed.mean_over_processes(value) is value and distributed.shard(value) is value
 
 
+@pytest.mark.slow
 def test_torchrun_without_its_variables_is_explained(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -175,6 +178,7 @@ def test_torchrun_without_its_variables_is_explained(monkeypatch):
         distributed.local_rank()
 
 
+@pytest.mark.slow
 def test_torchrun_trains_the_pixel_model_on_two_processes(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

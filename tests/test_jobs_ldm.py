@@ -9,7 +9,6 @@ import torch
 from tinyldm.jobs import ldm as ldm_jobs
 from tinyldm.jobs.ldm import LDM_PRESETS, generate_ldm, load_ldm, train_ldm
 from tinyldm.ldm import LatentDiffusion
-from tinyldm.runtime import seeded
 from tinyldm.training import latent_cache
 from tinyldm.training.run_folder import TRAIN_CONFIG_NAME
 
@@ -27,6 +26,7 @@ def tiny_preset(monkeypatch):
         train=dataclasses.replace(recipe.train, checkpoint_every=2, sample_every=2, sample_steps=2, num_samples=4)))
 
 
+@pytest.mark.slow
 def test_a_run_stopped_and_resumed_equals_an_uninterrupted_one(tiny_autoencoder, tmp_path):
     whole = train_ldm("tiny", tmp_path / "whole", CPU, tiny_autoencoder, cache_dir=tmp_path / "cache", **RUN)
     train_ldm("tiny", tmp_path / "split", CPU, tiny_autoencoder, cache_dir=tmp_path / "cache", until=3, **RUN)
@@ -42,6 +42,7 @@ def test_a_run_stopped_and_resumed_equals_an_uninterrupted_one(tiny_autoencoder,
     assert (tmp_path / "whole" / "samples" / "step_000004.png").is_file()
 
 
+@pytest.mark.slow
 def test_the_run_folder_is_a_pipeline_that_generates(tiny_autoencoder, tmp_path):
     train_ldm("tiny", tmp_path / "run", CPU, tiny_autoencoder, cache_dir=None, **RUN)
     ldm = load_ldm(tmp_path / "run")
@@ -54,6 +55,7 @@ def test_the_run_folder_is_a_pipeline_that_generates(tiny_autoencoder, tmp_path)
         generate_ldm(ldm, "a small blue dragon", num_images=1, steps=2, progress=False)
 
 
+@pytest.mark.slow
 def test_unconditional_latent_diffusion_trains_without_a_text_encoder(tiny_autoencoder, tmp_path):
     train_ldm("tiny", tmp_path / "run", CPU, tiny_autoencoder, unconditional=True, cache_dir=None, **RUN)
     ldm = load_ldm(tmp_path / "run")
@@ -62,6 +64,7 @@ def test_unconditional_latent_diffusion_trains_without_a_text_encoder(tiny_autoe
     assert images.shape == (3, 3, 32, 32)
 
 
+@pytest.mark.slow
 def test_a_resume_with_other_settings_and_an_overwrite_are_refused(tiny_autoencoder, tmp_path):
     out = tmp_path / "run"
     train_ldm("tiny", out, CPU, tiny_autoencoder, cache_dir=None, until=2, **RUN)
@@ -76,6 +79,7 @@ def test_a_resume_with_other_settings_and_an_overwrite_are_refused(tiny_autoenco
         train_ldm("full", tmp_path / "full", CPU)
 
 
+@pytest.mark.slow
 def test_a_second_run_reads_the_latent_cache(tiny_autoencoder, tmp_path, monkeypatch):
     train_ldm("tiny", tmp_path / "a", CPU, tiny_autoencoder, cache_dir=tmp_path / "cache", **{**RUN, "steps": 1})
     assert len(list((tmp_path / "cache").glob("latents-*.safetensors"))) == 1
@@ -99,6 +103,7 @@ def test_train_diffusion_wants_one_caption_per_item():
         train_diffusion(model, torch.zeros(4, 4, 8, 8), NoiseSchedule.cosine(10), TrainConfig(steps=1),
                         captions=["a", "b", "c"], progress=False)
 
+@pytest.mark.slow
 def test_shipped_pipeline_draws_what_captions_say_including_unseen_pairs():
     # The shipped model card reports 100% over all 432 captions with 50 steps; 20 steps on 8 captions is a quick
     # regression check that the files still load and fit together and that the text still steers the image.
@@ -136,6 +141,7 @@ def folder(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_the_latent_cache_of_a_folder_follows_its_pictures(tiny_autoencoder, folder, tmp_path, monkeypatch):
     from PIL import Image
 
@@ -164,6 +170,7 @@ def test_caption_text_config_learns_the_words_and_the_longest_caption():
         ldm_jobs.caption_text_config(config, ["a cat", " ".join(["cat"] * 78)])
 
 
+@pytest.mark.slow
 def test_the_pretrained_encoder_trains_nothing_for_text(tiny_autoencoder, folder, tmp_path, monkeypatch):
     import os
 

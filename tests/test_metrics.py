@@ -168,6 +168,7 @@ def test_evaluate_reconstructions_refuses_mismatched_batches():
         evaluate_reconstructions(torch.zeros(4, 3, 8, 8), torch.zeros(3, 3, 8, 8))
 
 
+@pytest.mark.slow
 def test_the_shipped_autoencoder_reconstructs_fresh_images_faithfully(judge):
     from tinyldm.jobs.autoencoder import load_autoencoder, reconstruct
 

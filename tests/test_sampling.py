@@ -204,6 +204,7 @@ def test_ddim_timesteps_are_trailing_and_cover_the_chain():
     assert ddim_timesteps(1000, 1000) == list(range(999, -1, -1))
     assert ddim_timesteps(1000, 50)[:3] == [999, 979, 959] and ddim_timesteps(1000, 50)[-1] == 19
     assert ddim_timesteps(1000, 1) == [999]
+    assert ddim_timesteps(1000, 3) == [999, 666, 332]  # round(T (S - i) / S) - 1, as Lin et al. 2024 write it
     for steps in (3, 7, 333, 999):
         ts = ddim_timesteps(1000, steps)
         assert len(ts) == steps and ts[0] == 999 and all(a > b >= 0 for a, b in zip(ts, ts[1:]))

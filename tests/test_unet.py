@@ -134,6 +134,7 @@ def test_bad_configs_are_refused(change, message):
         UNet(UNetConfig(**{**SMALLEST, **change}))
 
 
+@pytest.mark.slow
 def test_the_shipped_pixel_checkpoint_gives_the_numbers_it_gave_before_cross_attention():
     # Computed with the lesson-3 UNet, before attention moved to tinyldm.attention: an unconditional UNet must
     # keep its state-dict keys and its outputs, or every shipped checkpoint would break.

@@ -11,6 +11,7 @@ Step numbering follows ``tinyldm.schedule``: index T-1 is the noisiest step and 
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any, Callable
 
 import torch
@@ -136,8 +137,9 @@ def ddim_step(
 def ddim_timesteps(num_steps: int, steps: int) -> list[int]:
     """The step indices a ``steps``-step sampler visits: evenly spaced, decreasing from T-1.
 
-    "Trailing" spacing (Lin et al. 2024, Table 2): the first index is always T-1, the noisiest step, so sampling
-    starts where the forward process ends; ``steps == T`` visits every index.
+    "Trailing" spacing (Lin et al. 2024, Table 2): round(T (S - i) / S) - 1 for i = 0 .. S-1, so the first index
+    is always T-1, the noisiest step, and sampling starts where the forward process ends; ``steps == T`` visits
+    every index. (diffusers' ``timestep_spacing="trailing"`` gives the same list.)
 
     Args:
         num_steps: T, the schedule's number of steps.
@@ -152,7 +154,8 @@ def ddim_timesteps(num_steps: int, steps: int) -> list[int]:
             f"steps must lie in [1, {num_steps}] for a schedule of {num_steps} steps, got {steps}; "
             "a sampler cannot take more steps than the forward process has"
         )
-    return [num_steps * (steps - i) // steps - 1 for i in range(steps)]
+    # round(T (S - i) / S) - 1, rounding halves to even as the paper's numpy code does; exact in fractions
+    return [round(Fraction(num_steps * (steps - i), steps)) - 1 for i in range(steps)]
 
 
 def _initial_noise(

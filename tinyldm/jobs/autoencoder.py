@@ -22,9 +22,9 @@ from torchvision.utils import make_grid
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
 from tinyldm.data.shapes import shapes_tensor
+from tinyldm.data.training_set import training_set
 from tinyldm.evaluation.judge import Judge
 from tinyldm.evaluation.metrics import evaluate_reconstructions
-from tinyldm.data.training_set import training_set
 from tinyldm.jobs.common import pick_preset, record_run, with_overrides
 from tinyldm.runtime import seeded
 from tinyldm.training import distributed

@@ -30,8 +30,13 @@ from tinyldm.pretrained import checkpoint_dir, config_to_dict
 from tinyldm.runtime import seeded
 from tinyldm.sampling import sample
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.text import (PretrainedTextEncoder, TextEncoderConfig, TinyTextEncoder, tokenizer_vocabulary,
-                          train_tokenizer)
+from tinyldm.text import (
+    PretrainedTextEncoder,
+    TextEncoderConfig,
+    TinyTextEncoder,
+    tokenizer_vocabulary,
+    train_tokenizer,
+)
 from tinyldm.training import distributed
 from tinyldm.training.diffusion_loop import TrainConfig, TrainResult, train_diffusion
 from tinyldm.training.latent_cache import cached_latents, latent_cache_dir, weights_hash
