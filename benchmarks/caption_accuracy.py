@@ -2,8 +2,8 @@
 
 For every Shapes caption of a split (the training split's captions, and the held-out colour-shape pairs the model
 never saw), the model draws images; the shipped judge reads colour, shape, size and position off each one, and an
-image counts as right when all four match the caption (``tinyldm.evaluation.metrics.caption_accuracy``). Also reported: the
-accuracy of each attribute, the judged-valid fraction and the seconds per image.
+image counts as right when all four match the caption (``tinyldm.evaluation.metrics.caption_accuracy``). Also
+reported: the accuracy of each attribute, the judged-valid fraction and the seconds per image.
 
 Usage: ``python benchmarks/caption_accuracy.py [--checkpoint DIR] [--guidance-scale 3] [--steps 50] [--json out.json]``.
 """

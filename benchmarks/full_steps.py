@@ -7,10 +7,12 @@
 - ``pixel``: ``PIXEL_PRESETS["full"]``, the 40M-parameter UNet on 64x64x3 pixels: diffusion loss, AdamW, EMA.
 - ``latent``: ``LDM_PRESETS["full"]``'s UNet on the 8x8x4 latents of 64x64 images, encoded once by the full f = 8
   autoencoder (random weights: speed does not depend on them; training never runs the encoder, the latents are
-  cached). Its text encoder is frozen, so training only reads a table of contexts: a table of random
-  (L = 16, D = 384) contexts with padding masks stands in for MiniLM's, and no text model is loaded.
+  cached), trained through ``LatentDiffusion.training_loss`` as ``tinyldm train ldm`` trains it. Random
+  (L = 16, D = 384) contexts with padding masks stand in for the frozen MiniLM's, which is neither loaded nor
+  counted (on a GPU it adds its own forward pass over the batch's captions to each step).
 
-Each step mirrors ``tinyldm.training.diffusion_loop.train_diffusion`` or ``tinyldm.training.autoencoder_loop.train_autoencoder``: a batch
+Each step mirrors ``tinyldm.training.diffusion_loop.train_diffusion`` or
+``tinyldm.training.autoencoder_loop.train_autoencoder``: a batch
 drawn with replacement from a tensor, autocast, the check of every loss and gradient norm, clipping, AdamW, EMA
 (the learning-rate schedule, one Python call, is left out). The switches: ``bf16`` (autocast, as the loops do on
 CUDA), ``tf32`` (TF32 matmuls; PyTorch's convolutions use TF32 already), ``channels_last`` (weights and batches),

@@ -180,3 +180,44 @@ def test_the_library_never_picks_a_device():
     for name in names:
         source = inspect.getsource(importlib.import_module(name))
         assert ".cuda(" not in source and 'device("cuda' not in source, name
+
+
+def test_a_text_conditioned_step_is_the_pipelines_training_loss():
+    # The loop's step for a text model: drop_captions on the batch's captions, then LatentDiffusion.training_loss
+    # with the loop's t and eps. Replaying the loop's draws by hand gives its first loss exactly.
+    from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
+    from tinyldm.guidance import drop_captions
+    from tinyldm.ldm import LatentDiffusion
+    from tinyldm.runtime import dropout_rng
+    from tinyldm.text import TextEncoderConfig, TinyTextEncoder
+
+    def pipeline():
+        with seeded(0):
+            autoencoder = AutoencoderKL(AutoencoderConfig(base_channels=8, channel_mults=(1, 2, 2), groups=4))
+            text = TinyTextEncoder(TextEncoderConfig.tiny())
+            unet = UNet(UNetConfig(in_channels=4, out_channels=4, base_channels=8, channel_mults=(1, 2),
+                                   attention_levels=(1,), groups=4, context_dim=text.context_dim))
+        return LatentDiffusion(autoencoder, unet, SCHEDULE, text, image_size=32)
+
+    latents = torch.randn(16, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    captions = ["a large red circle at the top left", "a small blue square in the center"] * 8
+    result = train_diffusion(pipeline(), latents, SCHEDULE, _config(steps=1), captions=captions, p_uncond=0.5,
+                             progress=False)
+
+    model = pipeline().train()
+    data_gen, noise_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    caption_gen = torch.Generator().manual_seed(0)
+    index = torch.randint(0, 16, (4,), generator=data_gen)
+    with dropout_rng(noise_gen, torch.device("cpu")):
+        t = torch.randint(0, SCHEDULE.num_steps, (4,), generator=noise_gen)
+        eps = torch.randn((4, 4, 8, 8), generator=noise_gen)
+        prompts = drop_captions([captions[i] for i in index.tolist()], 0.5, caption_gen)
+        loss = model.training_loss(latents[index], prompts, t=t, eps=eps)
+    assert result.losses[0] == loss.item()
+    assert "" in prompts  # half the captions dropped: the null caption was trained too
+
+
+def test_a_bad_caption_dropout_is_refused_before_the_run_starts(tmp_path):
+    with pytest.raises(ValueError, match="p_uncond must lie in \\[0, 1\\]"):
+        train_diffusion(_model(), _data(), SCHEDULE, _config(), out=tmp_path / "run", p_uncond=1.5, progress=False)
+    assert not (tmp_path / "run").exists()

@@ -260,8 +260,8 @@ def labelled_pairs(dataset: CaptionedImages, size: int, num_images: int | None =
     """(Fashion-)MNIST as ImageTextPairs: class captions ("a handwritten digit 7"), 3 channels, size x size.
 
     Args:
-        dataset: ``tinyldm.data.vision.mnist()`` or ``fashion_mnist()``; its own ``size`` is ignored (the 28x28 originals
-            are resized here, like a folder's pictures).
+        dataset: ``tinyldm.data.vision.mnist()`` or ``fashion_mnist()``; its own ``size`` is ignored (the 28x28
+            originals are resized here, like a folder's pictures).
         size: S.
         num_images: keep the first this many; all when None.
         source: the name recorded in the pairs, e.g. "fashion-mnist".

@@ -25,8 +25,8 @@ from tinyldm.data.shapes import HELD_OUT, parse_caption
 from tinyldm.evaluation.judge import ATTRIBUTES, Judge, attribute_targets
 
 __all__ = ["Judgement", "judge_images", "judge_accuracy", "caption_accuracy", "frechet_distance",
-           "attribute_frequencies", "total_variation", "evaluate_samples", "psnr", "evaluate_reconstructions", "VALID_THRESHOLD",
-           "CONFIDENCE_THRESHOLD"]
+           "attribute_frequencies", "total_variation", "evaluate_samples", "psnr", "evaluate_reconstructions",
+           "VALID_THRESHOLD", "CONFIDENCE_THRESHOLD"]
 
 VALID_THRESHOLD = 0.5  # p(valid) needed to count an image as valid
 CONFIDENCE_THRESHOLD = 0.5  # top probability every attribute head needs

@@ -203,6 +203,9 @@ def train_diffusion(
         raise ValueError(f"data must be a tensor of images (N, C, H, W), got shape {tuple(data.shape)}")
     if captions is not None and len(captions) != data.shape[0]:
         raise ValueError(f"got {len(captions)} captions for {data.shape[0]} items of data; pass one per item")
+    if not 0 <= p_uncond <= 1:
+        raise ValueError(f"p_uncond must lie in [0, 1] (the chance of training a caption as the empty one), got "
+                         f"{p_uncond}; Ho & Salimans 2022 use 0.1-0.2")
     if captions is not None and prediction != "eps":
         raise ValueError(f"a text-conditioned model trains through its own training_loss, an eps-prediction "
                          f"objective; got prediction={prediction!r}: leave it at 'eps'")
