@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import os
+import re
+import shutil
 
 import pytest
 import torch
@@ -137,6 +139,44 @@ def test_a_saved_folder_whose_parts_do_not_fit_is_refused(tmp_path):
         LatentDiffusion.from_pretrained(tmp_path)
     (tmp_path / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="no latent diffusion folder"):
+        LatentDiffusion.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("autoencoder", "../elsewhere"), ("unet", "unet/../../elsewhere"), ("unet", "ABSOLUTE"),
+    ("text_encoder.path", "..\\elsewhere"),
+])
+def test_a_part_outside_the_pipeline_folder_is_refused_naming_the_key_and_the_path(tmp_path, key, value):
+    pipeline = tmp_path / "pipeline"
+    _ldm().save_pretrained(pipeline)
+    part = key.split(".")[0]
+    shutil.copytree(pipeline / part, tmp_path / "elsewhere")  # a loadable part, there to be read if allowed
+    value = str(tmp_path / "elsewhere") if value == "ABSOLUTE" else value
+    index = json.loads((pipeline / "config.json").read_text())
+    if key == "text_encoder.path":
+        index["text_encoder"]["path"] = value
+    else:
+        index[key] = value
+    (pipeline / "config.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=rf"config.json: {key} points at {re.escape(repr(value))}, outside the "
+                                         rf"pipeline folder .*copy the part into .*pipeline/{part}"):
+        LatentDiffusion.from_pretrained(pipeline)
+
+
+def test_a_pipeline_config_that_is_damaged_or_of_another_model_names_the_file(tmp_path):
+    _ldm().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"describes a UNet, not a LatentDiffusion: give the folder of a pipeline "
+                                         r"\(what tinyldm train ldm writes; in Python, load this one with "
+                                         r"UNet.from_pretrained\)"):
+        LatentDiffusion.from_pretrained(tmp_path / "unet")
+    index = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**index, "unet": None}))
+    with pytest.raises(ValueError, match=r"config.json: unet must name a sub-folder of .*, got None; write "
+                                         r'"unet": "unet"'):
+        LatentDiffusion.from_pretrained(tmp_path)
+    text = json.dumps(index)
+    (tmp_path / "config.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match=r"config.json is damaged: it is not valid JSON \(.*line \d+"):
         LatentDiffusion.from_pretrained(tmp_path)
 
 
