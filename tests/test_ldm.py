@@ -171,8 +171,10 @@ def test_a_pipeline_config_that_is_damaged_or_of_another_model_names_the_file(tm
         LatentDiffusion.from_pretrained(tmp_path / "unet")
     index = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**index, "unet": None}))
-    with pytest.raises(ValueError, match=r"config.json: unet must name a sub-folder of .*, got None; write "
-                                         r'"unet": "unet"'):
+    with pytest.raises(ValueError, match=r'config.json: unet must name a sub-folder of .*, got None; write "unet" '):
+        LatentDiffusion.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**index, "text_encoder": "text_encoder"}))
+    with pytest.raises(ValueError, match=r"config.json: text_encoder must be null or an object such as"):
         LatentDiffusion.from_pretrained(tmp_path)
     text = json.dumps(index)
     (tmp_path / "config.json").write_text(text[: len(text) // 2])

@@ -297,7 +297,7 @@ def _part_folder(directory: Path, key: str, value: Any) -> Path:
     path, written = directory / CONFIG_NAME, key.split(".")[0]  # save_pretrained names each part's folder its key
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{path}: {key} must name a sub-folder of {directory}, got {value!r}; write "
-                         f'"{key}": "{written}", the folder save_pretrained writes')
+                         f'"{written}" there, the folder save_pretrained writes')
     relative = PurePosixPath(value.replace("\\", "/"))
     if relative.is_absolute() or PureWindowsPath(value).anchor or ".." in relative.parts:
         raise ValueError(f"{path}: {key} points at {value!r}, outside the pipeline folder {directory}; a pipeline "
