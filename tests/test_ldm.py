@@ -239,6 +239,29 @@ def test_the_latent_cache_reuses_its_file_and_keys_it_by_the_weights(tmp_path, m
     assert len(list(tmp_path.iterdir())) == 2
 
 
+@pytest.mark.parametrize("damage", [
+    lambda data: data[: len(data) // 2],  # cut short
+    lambda data: b"",  # left empty by a full disk
+    lambda data: data.replace(b'"latents"', b'"latentz"'),  # readable, but not a cache of latents
+], ids=["cut-short", "empty", "no-latents"])
+def test_a_damaged_latent_cache_is_deleted_with_a_warning_and_rebuilt(tmp_path, monkeypatch, damage):
+    ae = _autoencoder()
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    latents = latent_cache.cached_latents(ae, images, tmp_path, {"images": "test"})
+    (path,) = tmp_path.iterdir()
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.warns(UserWarning, match=rf"the latent cache {re.escape(str(path))} cannot be read .*deleting it and "
+                                         r"encoding the images again"):
+        again = latent_cache.cached_latents(ae, images, tmp_path, {"images": "test"})
+    assert torch.equal(again, latents) and list(tmp_path.iterdir()) == [path]
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded again instead of reading the rebuilt cache")
+
+    monkeypatch.setattr(latent_cache, "encode_dataset", no_encoding)
+    assert torch.equal(latent_cache.cached_latents(ae, images, tmp_path, {"images": "test"}), latents)
+
+
 @pytest.mark.skipif(not os.environ.get(TEXT_ENCODER_VAR),
                     reason=f"set {TEXT_ENCODER_VAR} to a local all-MiniLM-L6-v2 folder to test a pretrained encoder")
 def test_a_pretrained_text_encoder_is_saved_as_a_reference(tmp_path):
