@@ -123,7 +123,8 @@ def test_a_config_or_schedule_that_is_not_json_names_the_file(tmp_path, name, da
 @pytest.mark.parametrize("payload, message", [
     ({"schedule": {"kind": "linear", "num_steps": 10}}, r"KeyError: 'prediction'"),
     ({"schedule": {"kind": "linear", "num_steps": 10, "start": 0.1}, "prediction": "eps"}, r"TypeError: .*'start'"),
-    ({"schedule": {"kind": "custom", "betas": [0.2, 0.1]}, "prediction": "eps"}, r"ValueError: betas must not decrease"),
+    ({"schedule": {"kind": "custom", "betas": [0.2, 0.1]}, "prediction": "eps"},
+     r"ValueError: betas must not decrease"),
 ])
 def test_a_schedule_json_without_a_usable_schedule_names_the_file(tmp_path, payload, message):
     (tmp_path / "schedule.json").write_text(json.dumps(payload))

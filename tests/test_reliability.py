@@ -17,7 +17,7 @@ from tinyldm.pretrained import checkpoint_dir, save_schedule
 from tinyldm.runtime import seeded
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.training.diffusion_loop import TrainConfig, train_diffusion
-from tinyldm.training.run_folder import LOCK_NAME, LossLog
+from tinyldm.training.run_folder import LOCK_NAME, LossLog, append_run_record
 from tinyldm.unet import UNet, UNetConfig
 
 TINY_RUN = ["--config", "tiny", "--steps", "2", "--num-images", "16", "--batch-size", "4", "--threads", "1"]
@@ -152,6 +152,14 @@ def test_a_torn_last_log_line_does_not_stop_a_resume(tmp_path):
         log.write('{"step": 3, "loss": 0.9')  # killed while appending a line
     assert _tiny_run(out, resume=True) == whole
     assert [r["step"] for r in LossLog(out / "loss.jsonl").records()] == [1, 2, 3, 4]
+
+
+def test_a_damaged_run_record_is_kept_aside_and_the_run_goes_on(tmp_path):
+    (tmp_path / "run.json").write_text('{"runs": [{"preset": "tiny"')  # cut short
+    with pytest.warns(UserWarning, match="run.json was damaged .* kept as run.json.damaged"):
+        append_run_record(tmp_path, {"preset": "tiny", "steps_run": 2}, resume=True)
+    assert json.loads((tmp_path / "run.json").read_text()) == {"runs": [{"preset": "tiny", "steps_run": 2}]}
+    assert (tmp_path / "run.json.damaged").read_text().startswith('{"runs"')
 
 
 def test_a_damaged_line_inside_the_log_is_named(tmp_path):

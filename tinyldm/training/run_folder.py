@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -329,5 +330,13 @@ def append_run_record(out: Path, record: dict[str, Any], resume: bool) -> None:
         resume: whether this call continued a saved run (otherwise the file starts afresh).
     """
     path = out / RUN_RECORD_NAME
-    runs = json.loads(path.read_text())["runs"] if resume and path.exists() else []
-    path.write_text(json.dumps({"runs": [*runs, record]}, indent=2) + "\n")
+    runs: list[dict[str, Any]] = []
+    if resume and path.exists():
+        try:
+            runs = json.loads(path.read_text())["runs"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+            # The run itself is safe; only its history is lost. Keep the damaged file for whoever wants to read it.
+            kept = path.replace(path.with_name(RUN_RECORD_NAME + ".damaged"))
+            warnings.warn(f"{path} was damaged ({type(error).__name__}: {error}); it is kept as {kept.name} and "
+                          "run.json starts again with this call's record", stacklevel=2)
+    atomic_write(path, lambda f: f.write((json.dumps({"runs": [*runs, record]}, indent=2) + "\n").encode()))
