@@ -142,7 +142,7 @@ def test_strict_stops_at_the_first_problem_naming_the_file(tmp_path, problem, me
     else:
         bands([BLUE]).save(tmp_path / "lonely.png")
     write_jsonl(tmp_path, lines)
-    with pytest.raises(ValueError, match=message + r".*strict=False"):
+    with pytest.raises(ValueError, match=message + r".*drop --strict, or pass strict=False"):
         read_image_folder(tmp_path, 8, strict=True)
     with pytest.warns(UserWarning, match="skipped 1"):
         assert read_image_folder(tmp_path, 8).captions == ["a red square"]  # skipped without strict
@@ -159,6 +159,68 @@ def test_a_csv_caption_file_reads_the_same_pairs(photos):
     (photos / "captions.csv").write_text("name,description\nwide.png,bars\n")
     with pytest.raises(ValueError, match=r"captions.csv: the header must name a file column .* got \['name'"):
         read_image_folder(photos, 16)
+
+
+@pytest.mark.parametrize("text, message", [
+    # An unclosed quote: a CSV reader runs the caption on into the next line and its picture goes uncaptioned.
+    ('file,caption\nwide.png,"bars, red and blue\nwalks/tall.jpg,a white square\n',
+     r"captions.csv line 2 has an unbalanced double quote, so its caption would run on into the next line"),
+    ('file,caption\nwide.png,"bars\nred and blue"\nwalks/tall.jpg,a white square\n',
+     r"captions.csv line 2 has an unbalanced double quote"),  # a caption spanning lines, even if it closes
+    ('file,caption\nwide.png,a white square\nwalks/tall.jpg,a "white square\n',
+     r"captions.csv line 3 has an unbalanced double quote.*double the quotes inside it"),
+    ('file,caption\nwide.png,"bars" in red\n', r"captions.csv line 2 is not valid CSV \(',' expected"),
+    ('file,caption\n\nwide.png,bars, red and blue\n',
+     r"captions.csv line 3 has 3 fields but the header \['file', 'caption'\] has 2.*in quotes"),
+])
+def test_a_csv_caption_that_spans_lines_or_breaks_its_quotes_is_refused_naming_the_line(tmp_path, text, message):
+    bands([RED, BLUE, RED]).save(tmp_path / "wide.png")
+    (tmp_path / "walks").mkdir()
+    bands([WHITE]).save(tmp_path / "walks" / "tall.jpg")
+    (tmp_path / "captions.csv").write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        read_image_folder(tmp_path, 8)
+
+
+def test_quoted_csv_captions_with_commas_and_doubled_quotes_still_read(tmp_path):
+    bands([BLUE]).save(tmp_path / "a.png")
+    bands([RED]).save(tmp_path / "b.png")
+    (tmp_path / "captions.csv").write_bytes(b'file,caption\r\na.png,"a ""big"" square, blue"\r\nb.png,a "red" one\r\n')
+    assert read_image_folder(tmp_path, 8).captions == ['a "big" square, blue', 'a "red" one']
+
+
+@pytest.mark.parametrize("name, lines", [
+    ("captions.csv", ["file,caption", "a.png,a square", "b.png,un carré bleu"]),
+    ("captions.jsonl", ['{"file": "a.png", "caption": "a square"}', '{"file": "b.png", "caption": "un carré"}']),
+])
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_a_caption_file_that_is_not_utf8_is_named_with_its_line_and_byte(tmp_path, name, lines, bom):
+    for file in ("a.png", "b.png"):
+        bands([BLUE]).save(tmp_path / file)
+    data = bom + "\n".join(lines).encode("cp1252") + b"\n"  # a spreadsheet's "CSV" on Windows
+    (tmp_path / name).write_bytes(data)
+    offset = data.index(b"\xe9")  # the é
+    with pytest.raises(ValueError, match=rf"{name} is not UTF-8 text: line {len(lines)} \(byte {offset}\) holds "
+                                         r"0xe9 .*save the file as UTF-8"):
+        read_image_folder(tmp_path, 8)
+    (tmp_path / name).write_bytes(data.replace(b"\xe9", "é".encode()))  # saved as UTF-8, it reads
+    assert read_image_folder(tmp_path, 8).captions[1] in ("un carré bleu", "un carré")
+
+
+def test_errors_a_command_line_user_sees_name_the_option_as_well_as_the_argument(tmp_path):
+    bands([BLUE]).save(tmp_path / "a.png")
+    bands([RED]).save(tmp_path / "lonely.png")
+    write_jsonl(tmp_path, [{"file": "a.png", "caption": "a blue square"}])
+    with pytest.raises(ValueError, match=r"drop --strict, or pass strict=False, to skip"):
+        read_image_folder(tmp_path, 8, strict=True)
+    with pytest.raises(ValueError, match=r"--image-size 32 \(size=32\)"):
+        read_image_folder(tmp_path, 0)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        pairs = read_image_folder(tmp_path, 8)
+    with pytest.raises(ValueError, match=r"ask for 1 or fewer \(--num-images 1, num_images=1\)"):
+        pairs.first(2)
+    with pytest.raises(FileNotFoundError, match=r"\(--data DIR\)"):
+        read_image_folder(tmp_path / "nowhere", 8)
 
 
 @pytest.mark.parametrize("lines, message", [

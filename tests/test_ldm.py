@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import os
+import re
+import shutil
 
 import pytest
 import torch
@@ -140,6 +142,46 @@ def test_a_saved_folder_whose_parts_do_not_fit_is_refused(tmp_path):
         LatentDiffusion.from_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("key, value", [
+    ("autoencoder", "../elsewhere"), ("unet", "unet/../../elsewhere"), ("unet", "ABSOLUTE"),
+    ("text_encoder.path", "..\\elsewhere"),
+])
+def test_a_part_outside_the_pipeline_folder_is_refused_naming_the_key_and_the_path(tmp_path, key, value):
+    pipeline = tmp_path / "pipeline"
+    _ldm().save_pretrained(pipeline)
+    part = key.split(".")[0]
+    shutil.copytree(pipeline / part, tmp_path / "elsewhere")  # a loadable part, there to be read if allowed
+    value = str(tmp_path / "elsewhere") if value == "ABSOLUTE" else value
+    index = json.loads((pipeline / "config.json").read_text())
+    if key == "text_encoder.path":
+        index["text_encoder"]["path"] = value
+    else:
+        index[key] = value
+    (pipeline / "config.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=rf"config.json: {key} points at {re.escape(repr(value))}, outside the "
+                                         rf"pipeline folder .*copy the part into .*pipeline/{part}"):
+        LatentDiffusion.from_pretrained(pipeline)
+
+
+def test_a_pipeline_config_that_is_damaged_or_of_another_model_names_the_file(tmp_path):
+    _ldm().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"describes a UNet, not a LatentDiffusion: give the folder of a pipeline "
+                                         r"\(what tinyldm train ldm writes; in Python, load this one with "
+                                         r"UNet.from_pretrained\)"):
+        LatentDiffusion.from_pretrained(tmp_path / "unet")
+    index = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**index, "unet": None}))
+    with pytest.raises(ValueError, match=r'config.json: unet must name a sub-folder of .*, got None; write "unet" '):
+        LatentDiffusion.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**index, "text_encoder": "text_encoder"}))
+    with pytest.raises(ValueError, match=r"config.json: text_encoder must be null or an object such as"):
+        LatentDiffusion.from_pretrained(tmp_path)
+    text = json.dumps(index)
+    (tmp_path / "config.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match=r"config.json is damaged: it is not valid JSON \(.*line \d+"):
+        LatentDiffusion.from_pretrained(tmp_path)
+
+
 def test_the_training_loss_trains_unet_and_text_encoder_and_drops_captions():
     ldm = _ldm()
     z0 = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(3))
@@ -195,6 +237,29 @@ def test_the_latent_cache_reuses_its_file_and_keys_it_by_the_weights(tmp_path, m
     other = latent_cache.cached_latents(ae, images, tmp_path, {"images": "test"})
     torch.testing.assert_close(other, latents / 2)
     assert len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[: len(data) // 2],  # cut short
+    lambda data: b"",  # left empty by a full disk
+    lambda data: data.replace(b'"latents"', b'"latentz"'),  # readable, but not a cache of latents
+], ids=["cut-short", "empty", "no-latents"])
+def test_a_damaged_latent_cache_is_deleted_with_a_warning_and_rebuilt(tmp_path, monkeypatch, damage):
+    ae = _autoencoder()
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    latents = latent_cache.cached_latents(ae, images, tmp_path, {"images": "test"})
+    (path,) = tmp_path.iterdir()
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.warns(UserWarning, match=rf"the latent cache {re.escape(str(path))} cannot be read .*deleting it and "
+                                         r"encoding the images again"):
+        again = latent_cache.cached_latents(ae, images, tmp_path, {"images": "test"})
+    assert torch.equal(again, latents) and list(tmp_path.iterdir()) == [path]
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded again instead of reading the rebuilt cache")
+
+    monkeypatch.setattr(latent_cache, "encode_dataset", no_encoding)
+    assert torch.equal(latent_cache.cached_latents(ae, images, tmp_path, {"images": "test"}), latents)
 
 
 @pytest.mark.skipif(not os.environ.get(TEXT_ENCODER_VAR),

@@ -64,7 +64,8 @@ def test_unknown_and_missing_fields_are_named(tmp_path):
 
 def test_another_class_is_refused(tmp_path):
     Judge(JudgeConfig(width=4, feature_dim=8)).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="describes a Judge, not a UNet"):
+    with pytest.raises(ValueError, match=r"describes a Judge, not a UNet: give the folder of a UNet \(in Python, "
+                                         r"load this one with Judge.from_pretrained\)"):
         UNet.from_pretrained(tmp_path)
 
 
@@ -84,6 +85,51 @@ def test_a_missing_folder_or_file_is_named(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
         UNet.from_pretrained(tmp_path)
+
+
+def _cut_short(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_weights_are_named_as_damaged_with_how_to_get_them_back(tmp_path):
+    UNet(CONFIG).save_pretrained(tmp_path / "mine")
+    _cut_short(tmp_path / "mine" / "model.safetensors")
+    with pytest.raises(ValueError, match=r"mine/model.safetensors is damaged: it cannot be read as safetensors "
+                                         r"\(.*\); restore .*mine from a good copy, or train the model again"):
+        UNet.from_pretrained(tmp_path / "mine")
+    shipped = tmp_path / "repo" / "data" / "checkpoints" / "pixel-mine"
+    UNet(CONFIG).save_pretrained(shipped)
+    _cut_short(shipped / "model.safetensors")
+    with pytest.raises(ValueError, match=r"shipped model pixel-mine: restore its folder with "
+                                         r"git checkout -- data/checkpoints/pixel-mine"):
+        UNet.from_pretrained(shipped)
+
+
+@pytest.mark.parametrize("name", ["config.json", "schedule.json"])
+@pytest.mark.parametrize("damage, message", [
+    (_cut_short, r"is damaged: it is not valid JSON \(.*line \d+ column \d+"),
+    (lambda path: path.write_bytes(b"\xff\xfe{}"), r"is damaged: it is not valid JSON \(.*utf-8"),
+    (lambda path: path.write_text("[1, 2]"), r"is damaged: it holds a JSON list, not an object"),
+])
+def test_a_config_or_schedule_that_is_not_json_names_the_file(tmp_path, name, damage, message):
+    UNet(CONFIG).save_pretrained(tmp_path)
+    save_schedule(tmp_path, NoiseSchedule.cosine(20), "eps", 32)
+    damage(tmp_path / name)
+    with pytest.raises(ValueError, match=rf"{name} {message}.*train the model again"):
+        UNet.from_pretrained(tmp_path) if name == "config.json" else load_schedule(tmp_path)
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"schedule": {"kind": "linear", "num_steps": 10}}, r"KeyError: 'prediction'"),
+    ({"schedule": {"kind": "linear", "num_steps": 10, "start": 0.1}, "prediction": "eps"}, r"TypeError: .*'start'"),
+    ({"schedule": {"kind": "custom", "betas": [0.2, 0.1]}, "prediction": "eps"},
+     r"ValueError: betas must not decrease"),
+])
+def test_a_schedule_json_without_a_usable_schedule_names_the_file(tmp_path, payload, message):
+    (tmp_path / "schedule.json").write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match=rf"schedule.json holds no usable schedule \({message}.*train the model again"):
+        load_schedule(tmp_path)
 
 
 def test_schedule_round_trip(tmp_path):

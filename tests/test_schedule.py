@@ -139,6 +139,31 @@ def test_linear_beta_end_of_one_is_rejected_with_a_fix():
         NoiseSchedule.linear(num_steps=10, beta_end=1.0)
 
 
+@pytest.mark.parametrize("make", [NoiseSchedule.linear, NoiseSchedule.scaled_linear])
+def test_a_falling_linear_schedule_is_refused_with_the_swap(make):
+    with pytest.raises(ValueError, match=r"betas must not decrease.*beta_start=0.02 is above beta_end=0.0001: swap "
+                                         r"beta_start and beta_end \(beta_start=0.0001, beta_end=0.02\)"):
+        make(num_steps=10, beta_start=0.02, beta_end=1e-4)
+    assert make(num_steps=10, beta_start=1e-4, beta_end=0.02).betas.diff().min() > 0  # the swap works
+
+
+def test_custom_betas_that_fall_anywhere_are_refused_naming_the_step():
+    with pytest.raises(ValueError, match=r"beta\[2\]=0.1 < beta\[1\]=0.2: the forward process must add more noise "
+                                         r"at later steps.*betas.flip\(0\)"):
+        NoiseSchedule(torch.tensor([0.1, 0.2, 0.1, 0.3], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 10, 250, 1000, 4000])
+def test_the_shipped_schedules_and_equal_neighbours_are_accepted(num_steps):
+    for make in (NoiseSchedule.linear, NoiseSchedule.cosine, NoiseSchedule.scaled_linear):
+        betas = make(num_steps=num_steps).betas
+        assert (betas[1:] >= betas[:-1]).all()
+    clipped = NoiseSchedule.cosine(num_steps, max_beta=0.02).betas  # clipping makes the last betas equal
+    assert clipped[-1] == pytest.approx(0.02) and (num_steps < 10 or clipped[-2] == clipped[-1])
+    NoiseSchedule(torch.full((num_steps,), 0.01))  # a constant schedule does not decrease
+    NoiseSchedule.linear(num_steps, beta_start=0.01, beta_end=0.01)
+
+
 @pytest.mark.parametrize("num_steps", [0, -5])
 def test_num_steps_below_one_is_rejected(num_steps):
     for make in (NoiseSchedule.linear, NoiseSchedule.cosine, NoiseSchedule.scaled_linear):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable, Sequence
 
 import torch
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from tinyldm.autoencoder import AutoencoderKL
 from tinyldm.diffusion import diffusion_loss
 from tinyldm.guidance import ClassifierFreeGuidance, drop_captions
-from tinyldm.pretrained import CONFIG_NAME, load_schedule, save_schedule
+from tinyldm.pretrained import CONFIG_NAME, load_schedule, read_json_file, save_schedule
 from tinyldm.runtime import atomic_write
 from tinyldm.sampling import SAMPLERS, sample
 from tinyldm.schedule import NoiseSchedule
@@ -264,17 +264,22 @@ class LatentDiffusion(nn.Module):
         if not path.is_file():
             raise FileNotFoundError(f"no latent diffusion folder at {directory}: it has no {CONFIG_NAME}; pass the "
                                     "folder that LatentDiffusion.save_pretrained (tinyldm train ldm) wrote")
-        index = json.loads(path.read_text())
+        index = read_json_file(path)
         if index.get("_class_name") != cls.__name__:
-            raise ValueError(f"{path} describes a {index.get('_class_name')}, not a {cls.__name__}; load it with "
-                             f"{index.get('_class_name')}.from_pretrained")
-        autoencoder = AutoencoderKL.from_pretrained(directory / index["autoencoder"])
-        unet = UNet.from_pretrained(directory / index["unet"])
+            raise ValueError(f"{path} describes a {index.get('_class_name')}, not a {cls.__name__}: give the folder "
+                             f"of a pipeline (what tinyldm train ldm writes; in Python, load this one with "
+                             f"{index.get('_class_name')}.from_pretrained)")
+        autoencoder = AutoencoderKL.from_pretrained(_part_folder(directory, "autoencoder", index.get("autoencoder")))
+        unet = UNet.from_pretrained(_part_folder(directory, "unet", index.get("unet")))
         schedule, prediction, image_size = load_schedule(directory)
         if prediction != "eps":
             raise ValueError(f"{directory} holds a {prediction!r}-prediction UNet; LatentDiffusion samples "
                              "eps-prediction models")
         text = index.get("text_encoder")
+        if text is not None and not isinstance(text, dict):
+            raise ValueError(f"{path}: text_encoder must be null or an object such as "
+                             f'{{"class": "TinyTextEncoder", "path": "text_encoder"}}, got {text!r}; save the '
+                             "pipeline again with LatentDiffusion.save_pretrained")
         if text_encoder is None and text is not None:
             text_encoder = _load_text_encoder(directory, text)
         try:
@@ -283,9 +288,27 @@ class LatentDiffusion(nn.Module):
             raise ValueError(f"the parts in {directory} do not fit together: {error}") from error
 
 
+def _part_folder(directory: Path, key: str, value: Any) -> Path:
+    """The folder of one part named in a pipeline's config.json, refused unless it lies inside the pipeline's folder.
+
+    A pipeline is one self-contained folder: it is copied, shared and checked out as a whole, so a part outside it
+    (an absolute path, or one that climbs out with "..") would load whatever happens to lie there on this machine.
+    """
+    path, written = directory / CONFIG_NAME, key.split(".")[0]  # save_pretrained names each part's folder its key
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{path}: {key} must name a sub-folder of {directory}, got {value!r}; write "
+                         f'"{written}" there, the folder save_pretrained writes')
+    relative = PurePosixPath(value.replace("\\", "/"))
+    if relative.is_absolute() or PureWindowsPath(value).anchor or ".." in relative.parts:
+        raise ValueError(f"{path}: {key} points at {value!r}, outside the pipeline folder {directory}; a pipeline "
+                         f"loads its parts only from its own folder: copy the part into {directory / written} and "
+                         f'write "{written}" there')
+    return directory / relative
+
+
 def _load_text_encoder(directory: Path, text: dict[str, Any]) -> TextEncoder:
     if text.get("class") == "TinyTextEncoder":
-        return TinyTextEncoder.from_pretrained(directory / text["path"])
+        return TinyTextEncoder.from_pretrained(_part_folder(directory, "text_encoder.path", text.get("path")))
     if text.get("class") == "PretrainedTextEncoder":
         # Offline, the local copy named by the environment wins over the name saved on another machine.
         name = None if os.environ.get(TEXT_ENCODER_VAR) else text["name"]

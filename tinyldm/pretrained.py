@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from tinyldm.runtime import atomic_write
 from tinyldm.schedule import NoiseSchedule
 
-__all__ = ["PretrainedMixin", "config_to_dict", "config_from_dict", "save_schedule", "load_schedule",
+__all__ = ["PretrainedMixin", "config_to_dict", "config_from_dict", "read_json_file", "save_schedule", "load_schedule",
            "checkpoint_dir", "CONFIG_NAME", "WEIGHTS_NAME", "SCHEDULE_NAME"]
 
 CONFIG_NAME = "config.json"
@@ -52,6 +53,34 @@ def config_from_dict(config_class: type, values: dict[str, Any], source: str = "
         raise ValueError(f"{source} does not match {config_class.__name__}: {'; '.join(parts)}. It was probably "
                          f"written by another version of tinyldm or for another model; retrain or edit the file")
     return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _how_to_restore(path: Path) -> str:
+    """How to get a good copy of a damaged file in a model folder: git for a shipped model, else retrain."""
+    parts = path.resolve().parts
+    for i in range(len(parts) - 3):
+        if parts[i:i + 2] == ("data", "checkpoints"):  # a shipped model: data/checkpoints/NAME/...
+            return (f"it belongs to the shipped model {parts[i + 2]}: restore its folder with "
+                    f"git checkout -- data/checkpoints/{parts[i + 2]} (from the repository's root)")
+    return (f"restore {path.parent} from a good copy, or train the model again; a file cut short while it was "
+            "written or copied cannot be repaired")
+
+
+def read_json_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in ``path`` (a config.json or schedule.json); a damaged file is named, with how to replace it.
+
+    Raises:
+        ValueError: the file is not UTF-8 JSON, or holds something other than an object.
+    """
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged: it is not valid JSON ({error}); {_how_to_restore(path)}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} is damaged: it holds a JSON {type(values).__name__}, not an object of settings; "
+                         f"{_how_to_restore(path)}")
+    return values
 
 
 def _check_folder(directory: Path, names: tuple[str, ...]) -> None:
@@ -100,11 +129,12 @@ class PretrainedMixin:
         """
         directory = Path(directory)
         _check_folder(directory, (CONFIG_NAME, WEIGHTS_NAME))
-        values = json.loads((directory / CONFIG_NAME).read_text())
+        values = read_json_file(directory / CONFIG_NAME)
         saved_class = values.pop("_class_name", None)
         if saved_class != cls.__name__:
-            raise ValueError(f"{directory / CONFIG_NAME} describes a {saved_class}, not a {cls.__name__}; "
-                             f"load it with {saved_class}.from_pretrained")
+            raise ValueError(f"{directory / CONFIG_NAME} describes a {saved_class}, not a {cls.__name__}: give the "
+                             f"folder of a {cls.__name__} (in Python, load this one with "
+                             f"{saved_class}.from_pretrained)")
         saved = config_from_dict(cls.config_class, values, source=str(directory / CONFIG_NAME))
         if config is not None:
             diff = [f"{f.name}: saved {getattr(saved, f.name)!r}, expected {getattr(config, f.name)!r}"
@@ -112,7 +142,11 @@ class PretrainedMixin:
             if diff:
                 raise ValueError(f"the config in {directory} differs from the one expected: " + "; ".join(diff))
         model = cls(saved)
-        state = load_file(directory / WEIGHTS_NAME, device="cpu")
+        try:
+            state = load_file(directory / WEIGHTS_NAME, device="cpu")
+        except SafetensorError as error:  # a file cut short, or not safetensors at all
+            raise ValueError(f"{directory / WEIGHTS_NAME} is damaged: it cannot be read as safetensors ({error}); "
+                             f"{_how_to_restore(directory / WEIGHTS_NAME)}") from None
         expected = model.state_dict()
         problems = []
         if missing := sorted(set(expected) - set(state)):
@@ -147,8 +181,15 @@ def load_schedule(directory: str | os.PathLike) -> tuple[NoiseSchedule, str, int
     """Read ``schedule.json``: returns (schedule, prediction, image_size)."""
     directory = Path(directory)
     _check_folder(directory, (SCHEDULE_NAME,))
-    payload = json.loads((directory / SCHEDULE_NAME).read_text())
-    return NoiseSchedule.from_config(payload["schedule"]), payload["prediction"], payload.get("image_size")
+    path = directory / SCHEDULE_NAME
+    payload = read_json_file(path)
+    try:
+        schedule = NoiseSchedule.from_config(payload["schedule"])
+        prediction = payload["prediction"]
+    except (KeyError, TypeError, ValueError) as error:  # a key missing, or a schedule that cannot be built
+        raise ValueError(f"{path} holds no usable schedule ({type(error).__name__}: {error}); "
+                         f"{_how_to_restore(path)}") from error
+    return schedule, prediction, payload.get("image_size")
 
 
 def checkpoint_dir(name: str) -> Path:

@@ -24,7 +24,7 @@ class NoiseSchedule(nn.Module):
     (``.to(device)``) and never needs to be rebuilt on another device.
 
     Args:
-        betas: (T,) the per-step noise variances, each strictly between 0 and 1.
+        betas: (T,) the per-step noise variances, each strictly between 0 and 1, never decreasing.
         kind: a label for printing and for ``config`` ("linear", "cosine", "scaled_linear" or "custom").
         params: the constructor arguments that produced ``betas`` (stored in ``config``).
     """
@@ -50,6 +50,7 @@ class NoiseSchedule(nn.Module):
                 f"(min {betas64.min().item():.4g}, max {betas64.max().item():.4g}); "
                 "lower beta_end or use NoiseSchedule.cosine, which clips betas at 0.999"
             )
+        _check_rising(betas64, kind, params or {})
         alphas64 = 1.0 - betas64
         self.register_buffer("betas", betas64.float())
         self.register_buffer("alphas", alphas64.float())
@@ -136,6 +137,25 @@ class NoiseSchedule(nn.Module):
     def extra_repr(self) -> str:
         details = ", ".join(f"{k}={v}" for k, v in self.params.items())
         return f"kind={self.kind}, num_steps={self.num_steps}" + (f", {details}" if details else "")
+
+
+def _check_rising(betas64: Tensor, kind: str, params: dict[str, float]) -> None:
+    """Refuse betas that decrease: equal neighbours are fine (cosine's clipping at max_beta makes them)."""
+    falls = torch.nonzero(betas64[1:] < betas64[:-1])
+    if not len(falls):
+        return
+    t = int(falls[0]) + 1
+    if kind in ("linear", "scaled_linear") and {"beta_start", "beta_end"} <= set(params):
+        start, end = params["beta_start"], params["beta_end"]
+        fix = (f"beta_start={start} is above beta_end={end}: swap beta_start and beta_end (beta_start={end}, "
+               f"beta_end={start}); beta_start is the first, smallest variance")
+    else:
+        fix = "give them in rising order, e.g. betas.flip(0) if they are reversed"
+    raise ValueError(
+        f"betas must not decrease, but beta[{t}]={betas64[t].item():.4g} < beta[{t - 1}]={betas64[t - 1].item():.4g}: "
+        "the forward process must add more noise at later steps, not less, so that alpha_bar falls slowly while "
+        "the image is still clear and reaches noise at the last step, where sampling starts; " + fix
+    )
 
 
 def _check_num_steps(num_steps: int) -> None:

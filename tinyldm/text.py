@@ -220,8 +220,8 @@ class TextEncoderConfig:
             raise ValueError(f"TextEncoderConfig.hidden_size={self.hidden_size} is not divisible by num_heads="
                              f"{self.num_heads}; choose num_heads among its divisors")
         if not self.vocabulary or not all(isinstance(w, str) and w for w in self.vocabulary):
-            raise ValueError("TextEncoderConfig.vocabulary must be a non-empty tuple of words; make one with "
-                             "caption_vocabulary(your_captions)")
+            raise ValueError("TextEncoderConfig.vocabulary must be a non-empty tuple of words; make one from your "
+                             "captions with caption_vocabulary(captions) (tinyldm train ldm --data does it for you)")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"TextEncoderConfig.dropout must lie in [0, 1), got {self.dropout}")
 
@@ -265,7 +265,8 @@ class TinyTextEncoder(PretrainedMixin, _TextEncoder):
                     f"prompt {i} {prompt!r} has words this tokenizer never saw: {unknown}. It knows "
                     f"{len(self.config.vocabulary)} words, learnt from its training captions "
                     f"(TextEncoderConfig.vocabulary), e.g. {list(self.config.vocabulary[:8])}; use those words, "
-                    "or build the encoder with TextEncoderConfig(vocabulary=caption_vocabulary(your_captions))")
+                    "or train a model on captions that have yours (tinyldm train ldm --data DIR; in Python, "
+                    "TextEncoderConfig(vocabulary=caption_vocabulary(captions)))")
 
     def _hidden(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +19,7 @@ from tinyldm.runtime import default_device
 from tinyldm.schedule import q_trajectory
 from tinyldm.training import distributed
 
-__all__ = ["main", "render_forward"]
+__all__ = ["main", "render_forward", "check_writable"]
 
 # Fractions of the chain shown as the strip's columns, after x0.
 STRIP_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
@@ -77,10 +78,10 @@ def _choose_device(args: argparse.Namespace) -> torch.device:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command != "train":
-        return torch.device(args.device) if args.device else default_device()
+        return args.device or default_device()
     # Under torchrun each process trains on its own GPU (cuda:LOCAL_RANK) and joins the others.
     local_rank = distributed.local_rank()
-    device = torch.device(args.device) if args.device else default_device(local_rank)
+    device = args.device or default_device(local_rank)
     if local_rank is not None and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     if distributed.init_from_environment(device):
@@ -101,7 +102,7 @@ def _run_train(args: argparse.Namespace) -> dict[str, Path]:
     _say(f"tinyldm train {args.model}: {args.config} preset on {device} ({torch.get_num_threads()} CPU threads)")
     result = train_pixel(args.config, args.out, device, steps=args.steps, batch_size=args.batch_size,
                          num_images=args.num_images, resume=args.resume, speed=_speed(args), data=args.data,
-                         image_size=args.image_size, strict=args.strict)
+                         image_size=args.image_size, strict=args.strict, checkpoint_every=args.checkpoint_every)
     _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} images/s; "
           f"mean loss of the last 100 steps {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
     return result.files
@@ -126,7 +127,7 @@ def _run_train_autoencoder(args: argparse.Namespace) -> dict[str, Path]:
     result = train_autoencoder_preset(args.config, args.out, device, steps=args.steps, batch_size=args.batch_size,
                                       num_images=args.num_images, factor=args.factor, resume=args.resume,
                                       lpips=lpips, data=args.data, image_size=args.image_size, strict=args.strict,
-                                      speed=_speed(args))
+                                      speed=_speed(args), checkpoint_every=args.checkpoint_every)
     last = result.records[-100:]
     means = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "l1", "lpips") if k in last[0]}
     _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} images/s; means of the last "
@@ -168,7 +169,7 @@ def _run_train_ldm(args: argparse.Namespace) -> dict[str, Path]:
     result = train_ldm(args.config, args.out, device, autoencoder=args.autoencoder, steps=args.steps,
                        batch_size=args.batch_size, num_images=args.num_images, unconditional=args.unconditional,
                        resume=args.resume, speed=_speed(args), data=args.data, image_size=args.image_size,
-                       strict=args.strict)
+                       strict=args.strict, checkpoint_every=args.checkpoint_every)
     last = result.losses[-100:]
     _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} latents/s; mean loss of the last "
           f"{len(last)} steps {sum(last) / len(last):.4f}")
@@ -185,14 +186,32 @@ def _run_demo(args: argparse.Namespace) -> dict[str, Path]:
     return render_demo(ldm, args.out, args.num_images, args.seed, steps=args.steps)
 
 
+def check_writable(out: Path) -> None:
+    """Refuse an --out that cannot be written, before any work is done: the folder is made and a file tried in it.
+
+    Raises ValueError naming the folder and why.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise ValueError(f"--out {out} cannot be written ({error.strerror or error}); choose a folder you can write "
+                         "to") from None
+
+
 def _write_samples(images: torch.Tensor, frames: torch.Tensor, out: Path) -> dict[str, Path]:
-    """One PNG per image, a square-ish grid and the reverse process as a GIF; returns what was written."""
+    """One PNG per image, a square-ish grid and the reverse process (of the first batch) as a GIF; returns what
+    was written. What an earlier run of the command left in ``out`` (more samples than now) is removed first."""
     from tinyldm.viz import images as viz
 
+    for old in [*out.glob("sample_*.png"), out / "grid.png", out / "reverse_process.gif"]:
+        old.unlink(missing_ok=True)
     nrow = math.ceil(math.sqrt(images.shape[0]))
     written = {f"image {k}": viz.save_grid(image[None], out / f"sample_{k:03d}.png") for k, image in enumerate(images)}
     written["grid"] = viz.save_grid(images, out / "grid.png", nrow=nrow, scale=4)
-    written["animation"] = viz.save_gif(frames, out / "reverse_process.gif", fps=12, nrow=nrow, scale=3)
+    written["animation"] = viz.save_gif(frames, out / "reverse_process.gif", fps=12,
+                                        nrow=math.ceil(math.sqrt(frames.shape[1])), scale=3)
     return written
 
 
@@ -247,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tinyldm`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "out", None) is not None:
+            check_writable(args.out)
         if args.command == "train" and args.model == "autoencoder":
             written = _run_train_autoencoder(args)
         elif args.command == "train" and args.model == "ldm":

@@ -8,10 +8,15 @@ import math
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from tinyldm.sampling import SAMPLERS
 from tinyldm.schedule import NoiseSchedule
 
-__all__ = ["SCHEDULES", "build_parser"]
+__all__ = ["SCHEDULES", "MAX_FORWARD_SIZE", "build_parser", "parse_device"]
+
+MAX_FORWARD_SIZE = 1024  # the forward command's largest image side: a strip of 4 such images is already 100 MB
+_MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 
 SCHEDULES = {
     "linear": NoiseSchedule.linear,
@@ -20,14 +25,50 @@ SCHEDULES = {
 }
 
 
-def _positive_int(text: str) -> int:
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type for a whole number in [low, high] (no upper bound when high is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"expected a whole number {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_in(1)
+_seed = _int_in(0, _MAX_SEED)
+
+
+def parse_device(text: str) -> torch.device:
+    """The device named on the command line, checked against this machine: cpu, cuda, cuda:N or mps.
+
+    Raises argparse.ArgumentTypeError naming the device and what this machine has instead.
+    """
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: PyTorch finds no CUDA GPU on this machine; use --device cpu, "
+                                             "or leave --device out to use the fastest device there is")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"there is no {text}: this machine has {count} CUDA device(s), "
+                                             f"cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: Apple's MPS is not available on this machine; use --device "
+                                             "cpu, or leave --device out")
+    elif device.type != "cpu":
+        raise argparse.ArgumentTypeError(f"device {text!r} is not one tinyldm runs on; use cpu, cuda, cuda:N or mps")
+    return device
 
 
 def _non_negative_float(text: str) -> float:
@@ -63,17 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", type=Path, default=out_default, required=out_default is None,
                          help="folder for the pictures" + (f" (default {out_default})" if out_default else ""))
         sub.add_argument("--num-images", type=_positive_int, default=4, help="Shapes images to noise (default 4)")
-        sub.add_argument("--size", type=_positive_int, default=32, help="image side in pixels (default 32)")
+        sub.add_argument("--size", type=_int_in(1, MAX_FORWARD_SIZE), default=32,
+                         help=f"image side in pixels, at most {MAX_FORWARD_SIZE} (default 32)")
         sub.add_argument("--schedule", choices=sorted(SCHEDULES), default="linear", help="beta schedule")
         sub.add_argument("--num-steps", type=_positive_int, default=1000, help="T, the chain's length")
-        sub.add_argument("--seed", type=int, default=0, help="seed for the images and the noise (default 0)")
+        sub.add_argument("--seed", type=_seed, default=0, help="seed for the images and the noise (default 0)")
         sub.add_argument("--frames", type=_positive_int, default=40, help="frames in the GIF (default 40)")
 
     forward_options(commands.add_parser(
         "forward", help="render the forward noising chain of a few Shapes images (strip, GIF, schedules)"), None)
 
     def device_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--device", default=None, help="cpu, cuda, mps ... (default: cuda > mps > cpu)")
+        sub.add_argument("--device", type=parse_device, default=None,
+                         help="cpu, cuda, cuda:N or mps (default: cuda > mps > cpu)")
         sub.add_argument("--threads", type=_positive_int, default=None,
                          help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
 
@@ -99,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--strict", action="store_true",
                          help="stop at the first unreadable or uncaptioned picture of --data instead of skipping it")
         sub.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+        sub.add_argument("--checkpoint-every", type=_int_in(0), default=None, metavar="N",
+                         help="write a checkpoint (and the model) every N steps, so that a run can be stopped and "
+                              "resumed; 0: only at the end (default: the preset's)")
         device_options(sub)
 
     def speed_options(sub: argparse.ArgumentParser) -> None:
@@ -131,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--out", type=Path, required=True, help="folder for the judge")
     judge.add_argument("--steps", type=_positive_int, default=1000, help="optimiser steps (default 1000)")
     judge.add_argument("--num-images", type=_positive_int, default=8192, help="real training images (default 8192)")
-    judge.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    judge.add_argument("--seed", type=_seed, default=0, help="seed (default 0)")
     device_options(judge)
 
     def sampler_options(sub: argparse.ArgumentParser) -> None:
@@ -147,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--checkpoint", type=Path, default=None,
                       help="pipeline folder (default: the shipped data/checkpoints/ldm-shapes)")
     demo.add_argument("--num-images", type=_positive_int, default=4, help="images per caption (default 4)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    demo.add_argument("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
     demo.add_argument("--steps", type=_positive_int, default=50, help="deterministic DDIM steps (default 50)")
     device_options(demo)
 
@@ -155,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", type=Path, default=None,
                         help="model folder (default: the shipped data/checkpoints/pixel-shapes)")
     sample.add_argument("--num-images", type=_positive_int, default=16, help="images to draw (default 16)")
-    sample.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    sample.add_argument("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
     sample.add_argument("--out", type=Path, required=True, help="folder for the pictures")
     sampler_options(sample)
     device_options(sample)
@@ -168,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--checkpoint", type=Path, default=None,
                           help="pipeline folder (default: the shipped data/checkpoints/ldm-shapes)")
     generate.add_argument("--num-images", type=_positive_int, default=16, help="images to draw (default 16)")
-    generate.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    generate.add_argument("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
     generate.add_argument("--guidance-scale", type=_non_negative_float, default=3.0,
                           help="classifier-free guidance scale: 1 = none, larger follows the prompt more closely, "
                                "0 = ignore it (default 3)")
@@ -181,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="model folder (default: the shipped data/checkpoints/pixel-shapes)")
     evaluate.add_argument("--judge", type=Path, default=None,
                           help="judge folder (default: the shipped data/checkpoints/judge-shapes)")
-    evaluate.add_argument("--num-images", type=_positive_int, default=512, help="images to generate (default 512)")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    evaluate.add_argument("--num-images", type=_int_in(2), default=512,
+                          help="images to generate, at least 2 to compare distributions (default 512)")
+    evaluate.add_argument("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
     sampler_options(evaluate)
     evaluate.add_argument("--out", type=Path, default=None, help="also write metrics.json and samples.png here")
     device_options(evaluate)
@@ -193,9 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="autoencoder folder (default: the shipped data/checkpoints/autoencoder-shapes)")
     rec.add_argument("--judge", type=Path, default=None,
                      help="judge folder (default: the shipped data/checkpoints/judge-shapes)")
-    rec.add_argument("--num-images", type=_positive_int, default=512,
+    rec.add_argument("--num-images", type=_int_in(2), default=512,
                      help="test-split images to reconstruct (default 512, at least 2)")
-    rec.add_argument("--seed", type=int, default=1, help="seed of the test-split images (default 1)")
+    rec.add_argument("--seed", type=_seed, default=1, help="seed of the test-split images (default 1)")
     rec.add_argument("--size", type=_positive_int, default=32, help="image side in pixels (default 32)")
     rec.add_argument("--no-lpips", action="store_true",
                      help="skip LPIPS (it needs torchvision's AlexNet weights: online, or $TINYLDM_LPIPS_WEIGHTS)")

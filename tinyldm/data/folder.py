@@ -10,19 +10,24 @@ The layout (the same as Hugging Face's ``imagefolder`` with a metadata file)::
 The caption file is ``captions.jsonl`` or ``captions.csv`` (header ``file,caption``); Hugging Face's
 ``metadata.jsonl`` / ``metadata.csv`` are read too. A line names its picture with ``file`` (or ``file_name``) and
 its caption with ``caption`` (or ``text``); when a line has both spellings, the first of each pair wins. A picture
-may have several lines: each one is a training pair. Hidden files (names starting with ".") are ignored.
+may have several lines: each one is a training pair. Hidden files (names starting with ".") are ignored. The file is
+UTF-8, and in ``captions.csv`` every caption fits on its line: one that holds a comma or a quote goes in double
+quotes, with its own quotes doubled (``cat01.png,"a ""black"" cat, on a sofa"``).
 
 Every picture becomes RGB (EXIF rotation applied, transparency laid on white), its shorter side is resized to
 ``size`` (bicubic, anti-aliased) and the centre ``size`` x ``size`` square is kept, with
 ``torchvision.transforms.v2``. Problems that a large folder always has (an unreadable file, a picture without a
 caption, a caption for a file that is not there, an empty caption) are skipped with one warning that counts them
-and names the first files; ``strict=True`` raises at the first one instead, naming the file.
+and names the first files; ``strict=True`` (``--strict`` on the command line) raises at the first one instead,
+naming the file.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import json
 import numbers
 import warnings
@@ -46,6 +51,7 @@ SKIP_REASONS = ("unreadable image", "image without caption", "caption without im
 NAMED_DATASETS = ("mnist", "fashion-mnist")  # names that ``image_text_pairs`` reads instead of a folder
 _FILE_KEYS, _CAPTION_KEYS = ("file", "file_name"), ("caption", "text")
 _EXAMPLE = '{"file": "cat01.png", "caption": "a black cat on a sofa"}'
+_CSV_EXAMPLE = 'cat01.png,"a ""black"" cat, on a sofa"'
 _SHOWN = 5  # file names shown per skip reason
 _PROGRESS_FROM = 500  # images; a progress bar by default from this many
 
@@ -107,7 +113,8 @@ class ImageTextPairs(Dataset):
             raise ValueError(f"the number of images must be a positive int, got {n!r}")
         if n > len(self):
             raise ValueError(f"asked for {n} images but {self.source} has only {len(self)} usable image-caption "
-                             f"pairs; ask for {len(self)} or fewer, or leave the number out to use them all")
+                             f"pairs; ask for {len(self)} or fewer (--num-images {len(self)}, num_images={len(self)}), "
+                             "or leave the number out to use them all")
         return ImageTextPairs(self.images[:n], self.captions[:n], self.files[:n], self.source, self.skipped)
 
 
@@ -115,7 +122,8 @@ def _check_size(size) -> int:
     if isinstance(size, bool) or not isinstance(size, numbers.Integral):
         raise TypeError(f"size must be an int, got {size!r} of type {type(size).__name__}; e.g. size=32")
     if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}; pass the training image side, e.g. 32")
+        raise ValueError(f"the image size must be >= 1, got {size}; give the training image side in pixels, e.g. "
+                         "--image-size 32 (size=32)")
     return int(size)
 
 
@@ -155,21 +163,66 @@ def _field(record: dict, keys: tuple[str, str], path: Path, line: int) -> str:
     return record[key]
 
 
+def _read_text(path: Path) -> str:
+    """The caption file's text; a file that is not UTF-8 is named with the line and byte where it stops being so."""
+    data = path.read_bytes()
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0  # spreadsheets start with a BOM
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as error:
+        offset = bom + error.start  # in the file, counting the BOM
+        line = data[:offset].count(b"\n") + 1
+        raise ValueError(f"{path} is not UTF-8 text: line {line} (byte {offset}) holds 0x{data[offset]:02x} "
+                         f"({error.reason}); save the file as UTF-8 (in a spreadsheet choose \"CSV UTF-8\", in a "
+                         "text editor the encoding UTF-8)") from None
+
+
+def _csv_rows(path: Path, text: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank line of a CSV caption file, each line parsed on its own.
+
+    A quote that does not close on its line would let the CSV reader run the caption on into the next lines,
+    silently swallowing their pictures, so a record must fit on one line and its quotes must pair up.
+    """
+    rows = []
+    for number, line in enumerate(io.StringIO(text, newline=""), 1):  # newline="": \n, \r\n and \r end lines
+        if not line.strip():
+            continue
+        shown = line.rstrip("\r\n")[:80]
+        if line.count('"') % 2:
+            raise ValueError(f"{path} line {number} has an unbalanced double quote, so its caption would run on into "
+                             f"the next line: {shown!r}; every caption must fit on its line: close the quote, or put "
+                             f"the whole caption in quotes and double the quotes inside it, e.g. {_CSV_EXAMPLE}")
+        try:
+            (row,) = csv.reader([line], strict=True)
+        except csv.Error as error:
+            raise ValueError(f"{path} line {number} is not valid CSV ({error}): {shown!r}; put a caption that holds "
+                             "commas or quotes in quotes and double the quotes inside it, e.g. "
+                             f"{_CSV_EXAMPLE}") from None
+        rows.append((number, row))
+    return rows
+
+
 def _read_captions(path: Path) -> list[tuple[int, str, str]]:
     """The caption file's (line number, file name, caption) entries, in file order."""
+    text = _read_text(path)
     entries = []
     if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheets start with a BOM
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            keys = [next((k for k in pair if k in header), None) for pair in (_FILE_KEYS, _CAPTION_KEYS)]
-            if None in keys:
-                raise ValueError(f"{path}: the header must name a file column and a caption column "
-                                 f"(file,caption or file_name,text), got {header}")
-            for row in reader:
-                entries.append((reader.line_num, *(_field(row, (k, k), path, reader.line_num) for k in keys)))
+        rows = _csv_rows(path, text)
+        header = rows[0][1] if rows else []
+        keys = [next((k for k in pair if k in header), None) for pair in (_FILE_KEYS, _CAPTION_KEYS)]
+        if None in keys:
+            raise ValueError(f"{path}: the header must name a file column and a caption column "
+                             f"(file,caption or file_name,text), got {header}")
+        for number, row in rows[1:]:
+            if len(row) != len(header):
+                # More fields than columns is most often a caption with an unquoted comma, cut at the comma.
+                raise ValueError(f"{path} line {number} has {len(row)} fields but the header {header} has "
+                                 f"{len(header)}: {row}; put a caption that holds commas in quotes, e.g. "
+                                 f"{_CSV_EXAMPLE}")
+            record = dict(zip(header, row))
+            entries.append((number, *(_field(record, (k, k), path, number) for k in keys)))
         return entries
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -200,7 +253,7 @@ def read_image_folder(folder: str | Path, size: int, strict: bool = False,
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder{'' if folder.exists() else ' (it does not exist)'}: "
-                                "give the folder holding your pictures and their captions.jsonl")
+                                "give the folder holding your pictures and their captions.jsonl (--data DIR)")
     if not any(folder.iterdir()):
         raise ValueError(f"{folder} is empty: put your pictures there with a captions.jsonl naming each one, "
                          f"e.g. {_EXAMPLE}")
@@ -215,7 +268,8 @@ def read_image_folder(folder: str | Path, size: int, strict: bool = False,
 
     def skip(reason: str, name: str, message: str) -> None:
         if strict:
-            raise ValueError(f"{message} (strict: pass strict=False to skip such files with a warning)")
+            raise ValueError(f"{message} (stopped by --strict, strict=True: drop --strict, or pass strict=False, to "
+                             "skip such files with a warning)")
         skipped[reason].append(name)
 
     entries = []

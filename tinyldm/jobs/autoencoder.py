@@ -29,6 +29,7 @@ from tinyldm.jobs.common import pick_preset, record_run, with_overrides
 from tinyldm.runtime import seeded
 from tinyldm.training import distributed
 from tinyldm.training.autoencoder_loop import AutoencoderTrainConfig, AutoencoderTrainResult, train_autoencoder
+from tinyldm.training.run_folder import refuse_to_overwrite
 from tinyldm.training.speed import SpeedConfig
 
 __all__ = ["AutoencoderPreset", "AUTOENCODER_PRESETS", "train_autoencoder_preset", "load_autoencoder",
@@ -76,7 +77,8 @@ def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device,
                              factor: int | None = None, resume: bool = False, progress: bool = True,
                              lpips: nn.Module | None = None, data: str | Path | None = None,
                              image_size: int | None = None, strict: bool = False,
-                             speed: SpeedConfig | None = None) -> AutoencoderTrainResult:
+                             speed: SpeedConfig | None = None,
+                             checkpoint_every: int | None = None) -> AutoencoderTrainResult:
     """Train a KL autoencoder on Shapes, or on your own pictures, with a preset, writing the run into ``out``.
 
     ``out`` ends up holding the exported model (config.json, model.safetensors with the latent scale factor), the
@@ -94,9 +96,12 @@ def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device,
         data, strict: the training pictures (see ``tinyldm.data.training_set``); None for Shapes.
         image_size: the image side instead of the preset's; a multiple of the factor f.
         speed: GPU speed switches (``tinyldm.training.speed``); the defaults when None.
+        checkpoint_every: steps between checkpoints instead of the preset's (0: only at the end).
     """
     recipe = pick_preset(AUTOENCODER_PRESETS, preset)
-    config = with_overrides(recipe.train, steps=steps, batch_size=batch_size)
+    config = with_overrides(recipe.train, steps=steps, batch_size=batch_size, checkpoint_every=checkpoint_every)
+    if not resume:
+        refuse_to_overwrite(out)  # before the data is read and the model built
     model_config = recipe.autoencoder if factor is None else recipe.autoencoder.with_factor(factor)
     size = image_size or recipe.image_size
     model_config.check_image_size(size)  # before the run folder is made, not at the model's first step

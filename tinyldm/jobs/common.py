@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from tinyldm.training.run_folder import RUN_RECORD_NAME, append_run_record
 
-__all__ = ["pick_preset", "with_overrides", "record_run", "FrameRecorder"]
+__all__ = ["pick_preset", "with_overrides", "record_run", "FrameRecorder", "SAMPLE_BATCH", "batches",
+           "check_finite_images"]
+
+SAMPLE_BATCH = 64  # images drawn at once by the sampling jobs; more are drawn batch after batch
 
 P = TypeVar("P")
 C = TypeVar("C")
@@ -52,6 +56,38 @@ def record_run(out: Path, resume: bool, started: float, result: Any, device: tor
               "final_loss_mean_100": sum(final_losses[-100:]) / max(1, len(final_losses[-100:]))}
     append_run_record(out, record, resume)
     result.files["run record"] = out / RUN_RECORD_NAME
+
+
+def batches(num_images: int, batch_size: int = SAMPLE_BATCH, progress: bool = True) -> list[int]:
+    """The sizes of the batches that draw ``num_images`` images, with a progress bar over them when there are
+    several (each batch's sampler then keeps its own bar quiet)."""
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"the number of images must be a positive whole number, got {num_images!r}")
+    sizes = [min(batch_size, num_images - start) for start in range(0, num_images, batch_size)]
+    return list(tqdm(sizes, desc=f"batches of {batch_size}", disable=not progress or len(sizes) == 1))
+
+
+def check_finite_images(images: Tensor, model: nn.Module, settings: str) -> None:
+    """Raise ValueError when generated images hold NaN or infinite numbers, saying what produced them, so that
+    they are never written out as black pictures.
+
+    Args:
+        images: (B, C, H, W) the samples.
+        model: the model that drew them (its weights are checked).
+        settings: the sampling settings to name when the weights are sound, e.g. "guidance scale 1e+30".
+    """
+    bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+    if not bad:
+        return
+    broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if broken:
+        cause = (f"the model's weights hold NaN or infinite numbers ({len(broken)} tensors, e.g. {broken[0]}): its "
+                 "checkpoint is damaged or its training diverged; retrain it or restore its folder")
+    else:
+        cause = (f"the weights are sound, so the sampling settings overflowed ({settings}); use moderate values, "
+                 "e.g. a guidance scale from 1 to about 10")
+    raise ValueError(f"{bad} of {len(images)} images came out as NaN or infinite numbers, so none were written: "
+                     f"{cause}")
 
 
 class FrameRecorder:

@@ -13,6 +13,7 @@ import torch
 from tinyldm.data.shapes import Shapes
 from tinyldm.evaluation.judge import train_judge
 from tinyldm.evaluation.metrics import judge_accuracy
+from tinyldm.training.run_folder import refuse_to_overwrite
 
 __all__ = ["train_and_score_judge", "ACCURACY_NAME"]
 
@@ -28,6 +29,7 @@ def train_and_score_judge(out: str | Path, steps: int = 1000, num_images: int = 
     Returns:
         the report written to ``accuracy.json``, and the files written, by name.
     """
+    refuse_to_overwrite(out, extra=(ACCURACY_NAME,))  # before minutes of training, not after
     start = time.time()
     judge, losses = train_judge(num_images, steps, seed=seed, device=device, progress=progress)
     judge = judge.cpu()

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from tinyldm.autoencoder import AutoencoderKL
 from tinyldm.data.training_set import training_set
-from tinyldm.jobs.common import FrameRecorder, pick_preset, record_run, with_overrides
+from tinyldm.jobs.common import FrameRecorder, batches, check_finite_images, pick_preset, record_run, with_overrides
 from tinyldm.ldm import LatentDiffusion, check_parts
 from tinyldm.pretrained import checkpoint_dir, config_to_dict
 from tinyldm.runtime import seeded
@@ -40,6 +40,7 @@ from tinyldm.text import (
 from tinyldm.training import distributed
 from tinyldm.training.diffusion_loop import TrainConfig, TrainResult, train_diffusion
 from tinyldm.training.latent_cache import cached_latents, latent_cache_dir, weights_hash
+from tinyldm.training.run_folder import refuse_to_overwrite
 from tinyldm.training.speed import SpeedConfig
 from tinyldm.unet import UNet, UNetConfig
 
@@ -116,7 +117,7 @@ def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: s
               unconditional: bool = False, resume: bool = False, progress: bool = True,
               cache_dir: str | Path | None = None, until: int | None = None,
               speed: SpeedConfig | None = None, data: str | Path | None = None, image_size: int | None = None,
-              strict: bool = False) -> TrainResult:
+              strict: bool = False, checkpoint_every: int | None = None) -> TrainResult:
     """Train a latent diffusion model on Shapes, or on your own captioned pictures, with a preset, into ``out``.
 
     ``out`` ends up holding the EMA pipeline (``LatentDiffusion.save_pretrained``: config.json, autoencoder/,
@@ -139,9 +140,12 @@ def train_ldm(preset: str, out: str | Path, device: torch.device, autoencoder: s
             ``tinyldm.data.training_set``). The small text encoder then learns the captions' words.
         image_size: the training image side instead of the preset's.
         strict: stop at the first unreadable or uncaptioned picture of ``data`` instead of skipping it.
+        checkpoint_every: steps between checkpoints instead of the preset's (0: only at the end).
     """
     recipe = pick_preset(LDM_PRESETS, preset)
-    config = with_overrides(recipe.train, steps=steps, batch_size=batch_size)
+    config = with_overrides(recipe.train, steps=steps, batch_size=batch_size, checkpoint_every=checkpoint_every)
+    if not resume:
+        refuse_to_overwrite(out)  # before the pictures are read and encoded
     if autoencoder is None and recipe.autoencoder is None:
         raise ValueError(f"the {preset} preset needs a {recipe.image_size}x{recipe.image_size} autoencoder, and none "
                          f"is shipped: train one first (tinyldm train autoencoder --config {preset} --out "
@@ -231,12 +235,16 @@ def generate_ldm(ldm: LatentDiffusion, prompt: str | None, num_images: int = 16,
         guidance_scale, sampler, steps, eta: see ``LatentDiffusion.sample``.
         frames: about how many frames to keep.
     Returns:
-        images (B, 3, H, W) in [-1, 1] on the CPU, frames (K, B, 3, H, W) ending with the images, and the K step
-        labels (-1 for the final images).
+        images (B, 3, H, W) in [-1, 1] on the CPU (drawn SAMPLE_BATCH at a time), frames (K, B1, 3, H, W) of the
+        first batch's B1 images ending with those images, and the K step labels (-1 for the final images).
     """
     generator = torch.Generator(ldm.device).manual_seed(seed)
     recorder = FrameRecorder(min(steps, ldm.schedule.num_steps), frames, "x0_pred")
-    images = ldm.sample(None if prompt is None else [prompt], num_images, steps, sampler, eta, guidance_scale,
-                        generator, recorder, progress)
-    decoded = [ldm.decode_latents(z0.to(ldm.device)).cpu() for z0 in recorder.kept]  # (B, 3, H, W) each
-    return images.cpu(), torch.stack([*decoded, images.cpu()]), [*recorder.labels, -1]
+    sizes = batches(num_images, progress=progress)
+    parts = [ldm.sample(None if prompt is None else [prompt], n, steps, sampler, eta, guidance_scale, generator,
+                        recorder if k == 0 else None, progress and len(sizes) == 1).cpu()
+             for k, n in enumerate(sizes)]
+    images = torch.cat(parts)
+    check_finite_images(images, ldm, f"guidance scale {guidance_scale:g}, {sampler} with {steps} steps")
+    decoded = [ldm.decode_latents(z0.to(ldm.device)).cpu() for z0 in recorder.kept]  # (B1, 3, H, W) each
+    return images, torch.stack([*decoded, parts[0]]), [*recorder.labels, -1]

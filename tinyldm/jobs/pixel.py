@@ -18,13 +18,14 @@ from tinyldm.data.shapes import shapes_tensor
 from tinyldm.data.training_set import training_set
 from tinyldm.evaluation.judge import Judge
 from tinyldm.evaluation.metrics import evaluate_samples
-from tinyldm.jobs.common import FrameRecorder, pick_preset, record_run, with_overrides
+from tinyldm.jobs.common import FrameRecorder, batches, check_finite_images, pick_preset, record_run, with_overrides
 from tinyldm.pretrained import config_to_dict, load_schedule, save_schedule
 from tinyldm.runtime import seeded
 from tinyldm.sampling import sample
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.training import distributed
 from tinyldm.training.diffusion_loop import TrainConfig, TrainResult, train_diffusion
+from tinyldm.training.run_folder import refuse_to_overwrite
 from tinyldm.training.speed import SpeedConfig
 from tinyldm.unet import UNet, UNetConfig
 
@@ -60,7 +61,8 @@ PIXEL_PRESETS = {
 def train_pixel(preset: str, out: str | Path, device: torch.device, steps: int | None = None,
                 batch_size: int | None = None, num_images: int | None = None, resume: bool = False,
                 progress: bool = True, speed: SpeedConfig | None = None, data: str | Path | None = None,
-                image_size: int | None = None, strict: bool = False) -> TrainResult:
+                image_size: int | None = None, strict: bool = False,
+                checkpoint_every: int | None = None) -> TrainResult:
     """Train an unconditional UNet on Shapes pixels, or your own pictures, with a preset, into ``out``.
 
     ``out`` ends up holding the EMA model as a pretrained folder (config.json, model.safetensors, schedule.json),
@@ -76,9 +78,12 @@ def train_pixel(preset: str, out: str | Path, device: torch.device, steps: int |
         speed: GPU speed switches (``tinyldm.training.speed``); the defaults when None.
         data, strict: the training pictures (see ``tinyldm.data.training_set``); None for Shapes.
         image_size: the image side instead of the preset's.
+        checkpoint_every: steps between checkpoints instead of the preset's (0: only at the end).
     """
     recipe = pick_preset(PIXEL_PRESETS, preset)
-    config = with_overrides(recipe.train, steps=steps, batch_size=batch_size)
+    config = with_overrides(recipe.train, steps=steps, batch_size=batch_size, checkpoint_every=checkpoint_every)
+    if not resume:
+        refuse_to_overwrite(out)  # before the data is read and the model built
     size = image_size or recipe.image_size
     with seeded(config.seed):
         model = UNet(recipe.unet).to(device)
@@ -124,15 +129,19 @@ def sample_pixel(model: UNet, schedule: NoiseSchedule, num_images: int, image_si
         sampler, steps: see ``tinyldm.sampling.sample`` ("ddpm": ancestral, "ddim": deterministic).
         frames: about how many states to keep for the animation.
     Returns:
-        images (B, 3, H, W) in [-1, 1], frames (K, B, 3, H, W) from x_T to x0, and the K step labels (-1 for x0).
+        images (B, 3, H, W) in [-1, 1] (drawn SAMPLE_BATCH at a time), frames (K, B1, 3, H, W) of the first batch
+        from x_T to x0, and the K step labels (-1 for x0).
     """
     generator = torch.Generator(schedule.betas.device).manual_seed(seed)
     recorder = FrameRecorder(min(steps, schedule.num_steps), frames, "x_prev")
     model.eval()
-    shape = (num_images, model.config.in_channels, image_size, image_size)
-    images = sample(model, shape, schedule, sampler, steps, generator=generator, callback=recorder, clip_x0=True,
-                    progress=progress)
-    return images.clamp(-1, 1).cpu(), recorder.frames(), recorder.labels
+    sizes = batches(num_images, progress=progress)
+    images = torch.cat([sample(model, (n, model.config.in_channels, image_size, image_size), schedule, sampler,
+                               steps, generator=generator, callback=recorder if k == 0 else None, clip_x0=True,
+                               progress=progress and len(sizes) == 1).cpu()
+                        for k, n in enumerate(sizes)])
+    check_finite_images(images, model, f"{sampler} with {steps} steps")
+    return images.clamp(-1, 1), recorder.frames(), recorder.labels
 
 
 @torch.no_grad()

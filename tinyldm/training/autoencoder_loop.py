@@ -174,81 +174,82 @@ def train_autoencoder(
     parts = {"model": model, "ema": ema, "discriminator": disc, "optimizer": opt_g, "scheduler": sched_g,
              "disc_optimizer": opt_d}
     generators = {"data": data_gen, "noise": noise_gen}
-    start, records = folder.start(parts, generators)
-    speed.prepare_model(model, device)
-    if disc is not None:
-        speed.prepare_model(disc, device)
+    with folder:  # holds the folder's lock until the run ends, however it ends
+        start, records = folder.start(parts, generators)
+        speed.prepare_model(model, device)
+        if disc is not None:
+            speed.prepare_model(disc, device)
 
-    clip = config.grad_clip or float("inf")
-    model.train()
-    train_seconds, pending = 0.0, []
-    running: dict[str, float] = {}
-    main = distributed.is_main_process()
-    latent_shape = (model.config.latent_channels, data.shape[-2] // model.downsampling_factor,
-                    data.shape[-1] // model.downsampling_factor)
-    bar = tqdm(range(start, stop), desc="training", disable=not (progress and main), initial=start,
-               total=config.steps)
-    for step in bar:
-        tick = time.perf_counter()
-        # The whole global batch is drawn on every process, which keeps its share (see tinyldm.training.distributed).
-        index = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_gen)
-        x = speed.format_batch(distributed.shard(data[index.to(data.device)]).to(device, non_blocking=True))
-        lr = opt_g.param_groups[0]["lr"]
-        record: dict[str, Any] = {"step": step + 1, "lr": lr}
-        # The autoencoder's step (the loss keeps the discriminator's weights out of this graph).
-        with speed.autocast(device), dropout_rng(noise_gen, device, distributed.rank()):
-            latent_eps = torch.randn((config.batch_size, *latent_shape), generator=noise_gen, device=device)
-            reconstruction, posterior = model(x, sample_posterior=True, eps=distributed.shard(latent_eps))
-            g_total, g_logs = loss.generator_loss(x, reconstruction, posterior, step, model.last_layer,
-                                                      average=distributed.mean_over_processes)
-        record["loss"] = _finite(distributed.mean_over_processes(g_total.detach()), step, "loss", lr)
-        opt_g.zero_grad(set_to_none=True)
-        g_total.backward()
-        distributed.average_gradients(model.parameters())
-        record["grad_norm"] = _finite(nn.utils.clip_grad_norm_(model.parameters(), clip), step, "gradient norm", lr)
-        opt_g.step()
-        sched_g.step()
-        record.update((k, v) for k, v in g_logs.items() if k not in _SAME_AS_LOSS)
-        # The discriminator's step on the same batch, from the delayed start on.
-        if loss.discriminator_active(step):
-            with speed.autocast(device):
-                d_total, d_logs = loss.discriminator_loss(x, reconstruction.detach(), step)
-            _finite(distributed.mean_over_processes(d_total.detach()), step, "discriminator loss", lr)
-            opt_d.zero_grad(set_to_none=True)
-            d_total.backward()
-            distributed.average_gradients(disc.parameters())
-            record["disc_grad_norm"] = _finite(nn.utils.clip_grad_norm_(disc.parameters(), clip), step,
-                                               "discriminator gradient norm", lr)
-            # The discriminator warms up from its own start and decays to the run's end with the autoencoder.
-            start_d = loss.config.disc_start
-            record["disc_lr"] = config.disc_lr * lr_factor(step - start_d, config.warmup_steps,
-                                                           config.steps - start_d, config.lr_decay)
-            for group in opt_d.param_groups:
-                group["lr"] = record["disc_lr"]
-            opt_d.step()
-            record.update(d_logs)
-        if ema is not None:
-            ema.update(model)
-        train_seconds += time.perf_counter() - tick
+        clip = config.grad_clip or float("inf")
+        model.train()
+        train_seconds, pending = 0.0, []
+        running: dict[str, float] = {}
+        main = distributed.is_main_process()
+        latent_shape = (model.config.latent_channels, data.shape[-2] // model.downsampling_factor,
+                        data.shape[-1] // model.downsampling_factor)
+        bar = tqdm(range(start, stop), desc="training", disable=not (progress and main), initial=start,
+                   total=config.steps)
+        for step in bar:
+            tick = time.perf_counter()
+            # Every process draws the whole global batch and keeps its share (see tinyldm.training.distributed).
+            index = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_gen)
+            x = speed.format_batch(distributed.shard(data[index.to(data.device)]).to(device, non_blocking=True))
+            lr = opt_g.param_groups[0]["lr"]
+            record: dict[str, Any] = {"step": step + 1, "lr": lr}
+            # The autoencoder's step (the loss keeps the discriminator's weights out of this graph).
+            with speed.autocast(device), dropout_rng(noise_gen, device, distributed.rank()):
+                latent_eps = torch.randn((config.batch_size, *latent_shape), generator=noise_gen, device=device)
+                reconstruction, posterior = model(x, sample_posterior=True, eps=distributed.shard(latent_eps))
+                g_total, g_logs = loss.generator_loss(x, reconstruction, posterior, step, model.last_layer,
+                                                          average=distributed.mean_over_processes)
+            record["loss"] = _finite(distributed.mean_over_processes(g_total.detach()), step, "loss", lr)
+            opt_g.zero_grad(set_to_none=True)
+            g_total.backward()
+            distributed.average_gradients(model.parameters())
+            record["grad_norm"] = _finite(nn.utils.clip_grad_norm_(model.parameters(), clip), step, "gradient norm", lr)
+            opt_g.step()
+            sched_g.step()
+            record.update((k, v) for k, v in g_logs.items() if k not in _SAME_AS_LOSS)
+            # The discriminator's step on the same batch, from the delayed start on.
+            if loss.discriminator_active(step):
+                with speed.autocast(device):
+                    d_total, d_logs = loss.discriminator_loss(x, reconstruction.detach(), step)
+                _finite(distributed.mean_over_processes(d_total.detach()), step, "discriminator loss", lr)
+                opt_d.zero_grad(set_to_none=True)
+                d_total.backward()
+                distributed.average_gradients(disc.parameters())
+                record["disc_grad_norm"] = _finite(nn.utils.clip_grad_norm_(disc.parameters(), clip), step,
+                                                   "discriminator gradient norm", lr)
+                # The discriminator warms up from its own start and decays to the run's end with the autoencoder.
+                start_d = loss.config.disc_start
+                record["disc_lr"] = config.disc_lr * lr_factor(step - start_d, config.warmup_steps,
+                                                               config.steps - start_d, config.lr_decay)
+                for group in opt_d.param_groups:
+                    group["lr"] = record["disc_lr"]
+                opt_d.step()
+                record.update(d_logs)
+            if ema is not None:
+                ema.update(model)
+            train_seconds += time.perf_counter() - tick
 
-        record = _mean_record(record)
-        records.append(record)
-        pending.append(record)
-        for key in ("loss", "d_loss"):
-            if key in record:
-                running[key] = record[key] if key not in running else 0.98 * running[key] + 0.02 * record[key]
-        bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
-        done = step + 1
-        if out is None:
-            continue
-        if main and config.sample_every and done % config.sample_every == 0:
-            _save_reconstructions(ema.model if ema else model, data[:config.num_samples],
-                                  out / "reconstructions" / f"step_{done:06d}.png")
-        if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
-            folder.checkpoint(done, parts, generators, pending, lambda path: _export(
-                ema.model if ema else model, data, config.seed).save_pretrained(path))
-            pending = []
-    bar.close()
+            record = _mean_record(record)
+            records.append(record)
+            pending.append(record)
+            for key in ("loss", "d_loss"):
+                if key in record:
+                    running[key] = record[key] if key not in running else 0.98 * running[key] + 0.02 * record[key]
+            bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
+            done = step + 1
+            if out is None:
+                continue
+            if main and config.sample_every and done % config.sample_every == 0:
+                _save_reconstructions(ema.model if ema else model, data[:config.num_samples],
+                                      out / "reconstructions" / f"step_{done:06d}.png")
+            if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
+                folder.checkpoint(done, parts, generators, pending, lambda path: _export(
+                    ema.model if ema else model, data, config.seed).save_pretrained(path))
+                pending = []
+        bar.close()
     model.eval()
     exported = _export(ema.model if ema else model, data, config.seed)
     if out is not None and main:

@@ -230,61 +230,62 @@ def train_diffusion(
     ema = EMA(model, config.ema_decay)
     parts = {"model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}
     generators = {"data": data_gen, "noise": noise_gen, "captions": caption_gen}
-    start, records = folder.start(parts, generators)
-    losses = [r["loss"] for r in records]
-    speed.prepare_model(model if captions is None else model.unet, device)
+    with folder:  # holds the folder's lock until the run ends, however it ends
+        start, records = folder.start(parts, generators)
+        losses = [r["loss"] for r in records]
+        speed.prepare_model(model if captions is None else model.unet, device)
 
-    model.train()
-    train_seconds, pending = 0.0, []
-    running = losses[-1] if losses else None
-    bar = tqdm(range(start, stop), desc="training", disable=not (progress and main), initial=start,
-               total=config.steps)
-    for step in bar:
-        tick = time.perf_counter()
-        # The whole global batch is drawn on every process, which keeps its share (see tinyldm.training.distributed).
-        index = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_gen)
-        x0 = speed.format_batch(distributed.shard(data[index.to(data.device)]).to(device, non_blocking=True))
-        lr = optimizer.param_groups[0]["lr"]
-        with speed.autocast(device), dropout_rng(noise_gen, device, distributed.rank()):
-            t = distributed.shard(torch.randint(0, schedule.num_steps, (config.batch_size,), generator=noise_gen,
-                                                device=device))
-            eps = distributed.shard(torch.randn((config.batch_size, *x0.shape[1:]), generator=noise_gen,
-                                                device=device, dtype=x0.dtype))
-            if captions is None:
-                loss = diffusion_loss(model, x0, schedule, t=t, eps=eps, prediction=prediction)
-            else:
-                prompts = drop_captions([captions[i] for i in index.tolist()], p_uncond, caption_gen)
-                loss = model.training_loss(x0, distributed.shard(prompts), t=t, eps=eps)
-        value = distributed.mean_over_processes(loss.detach()).item()
-        if not math.isfinite(value):
-            raise NonFiniteLossError(step + 1, "loss", value, lr)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        distributed.average_gradients(trainable)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or float("inf"))
-        if not torch.isfinite(grad_norm):
-            raise NonFiniteLossError(step + 1, "gradient norm", grad_norm.item(), lr)
-        optimizer.step()
-        scheduler.step()
-        ema.update(model)
-        train_seconds += time.perf_counter() - tick
+        model.train()
+        train_seconds, pending = 0.0, []
+        running = losses[-1] if losses else None
+        bar = tqdm(range(start, stop), desc="training", disable=not (progress and main), initial=start,
+                   total=config.steps)
+        for step in bar:
+            tick = time.perf_counter()
+            # Every process draws the whole global batch and keeps its share (see tinyldm.training.distributed).
+            index = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_gen)
+            x0 = speed.format_batch(distributed.shard(data[index.to(data.device)]).to(device, non_blocking=True))
+            lr = optimizer.param_groups[0]["lr"]
+            with speed.autocast(device), dropout_rng(noise_gen, device, distributed.rank()):
+                t = distributed.shard(torch.randint(0, schedule.num_steps, (config.batch_size,), generator=noise_gen,
+                                                    device=device))
+                eps = distributed.shard(torch.randn((config.batch_size, *x0.shape[1:]), generator=noise_gen,
+                                                    device=device, dtype=x0.dtype))
+                if captions is None:
+                    loss = diffusion_loss(model, x0, schedule, t=t, eps=eps, prediction=prediction)
+                else:
+                    prompts = drop_captions([captions[i] for i in index.tolist()], p_uncond, caption_gen)
+                    loss = model.training_loss(x0, distributed.shard(prompts), t=t, eps=eps)
+            value = distributed.mean_over_processes(loss.detach()).item()
+            if not math.isfinite(value):
+                raise NonFiniteLossError(step + 1, "loss", value, lr)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            distributed.average_gradients(trainable)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or float("inf"))
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteLossError(step + 1, "gradient norm", grad_norm.item(), lr)
+            optimizer.step()
+            scheduler.step()
+            ema.update(model)
+            train_seconds += time.perf_counter() - tick
 
-        losses.append(value)
-        pending.append({"step": step + 1, "loss": value, "lr": lr, "grad_norm": round(grad_norm.item(), 6)})
-        running = value if running is None else 0.98 * running + 0.02 * value
-        bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-        done = step + 1
-        if out is None:
-            continue
-        if main and config.sample_every and done % config.sample_every == 0 and (preview or captions is None):
-            images = preview(ema.model) if preview else _sample_grid(ema.model, schedule, config, data.shape[1:])
-            save_grid(images.clamp(-1, 1), Path(out) / "samples" / f"step_{done:06d}.png",
-                      nrow=math.ceil(math.sqrt(len(images))), scale=2)
-        if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
-            folder.checkpoint(done, parts, generators, pending,
-                              None if export is None else lambda path: export(ema.model, path))
-            pending = []
-    bar.close()
+            losses.append(value)
+            pending.append({"step": step + 1, "loss": value, "lr": lr, "grad_norm": round(grad_norm.item(), 6)})
+            running = value if running is None else 0.98 * running + 0.02 * value
+            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+            done = step + 1
+            if out is None:
+                continue
+            if main and config.sample_every and done % config.sample_every == 0 and (preview or captions is None):
+                images = preview(ema.model) if preview else _sample_grid(ema.model, schedule, config, data.shape[1:])
+                save_grid(images.clamp(-1, 1), Path(out) / "samples" / f"step_{done:06d}.png",
+                          nrow=math.ceil(math.sqrt(len(images))), scale=2)
+            if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
+                folder.checkpoint(done, parts, generators, pending,
+                                  None if export is None else lambda path: export(ema.model, path))
+                pending = []
+        bar.close()
     model.eval()
     if out is not None and main:
         fig = plot_losses(losses)

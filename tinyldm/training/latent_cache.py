@@ -7,7 +7,8 @@ only freeze an arbitrary bit of noise into every epoch. The latents are scaled b
 ``scale_factor`` (Rombach et al. 2022, Sec. 4.3.2), as the UNet sees them.
 
 ``cached_latents`` stores them under a file name made from a hash of the autoencoder's weights (scale factor
-included) and a description of the images, so another autoencoder or other images never read a stale cache.
+included) and a description of the images, so another autoencoder or other images never read a stale cache. A
+cache file that cannot be read (cut short by a full disk or a copy) is deleted with a warning and encoded again.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -88,9 +91,16 @@ def cached_latents(autoencoder: AutoencoderKL, images: Tensor, cache_dir: str | 
                              sort_keys=True)
     path = Path(cache_dir) / f"latents-{hashlib.sha256(description.encode()).hexdigest()[:20]}.safetensors"
     if path.is_file():
-        latents = load_file(path)["latents"]
-        if latents.shape[0] == images.shape[0]:
-            return latents
+        try:
+            latents = load_file(path)["latents"]
+        except (SafetensorError, KeyError) as error:
+            # Left in place, a damaged file would fail every later run; it is only a cache, so build it again.
+            warnings.warn(f"the latent cache {path} cannot be read ({type(error).__name__}: {error}); deleting it "
+                          "and encoding the images again", stacklevel=2)
+            path.unlink(missing_ok=True)
+        else:
+            if latents.shape[0] == images.shape[0]:
+                return latents
     latents = encode_dataset(autoencoder, images, batch_size, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(save({"latents": latents}, metadata={"description": description})))
