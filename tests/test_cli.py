@@ -61,7 +61,7 @@ def test_same_seed_same_pictures(tmp_path):
         (["train", "autoencoder", "--out", "x", "--batch-size", "-2"], "expected a positive whole number, got -2"),
         (["train", "vqgan", "--out", "x"], "invalid choice: 'vqgan'"),
         (["reconstruct", "--num-images", "4"], "the following arguments are required: --out"),
-        (["reconstruct", "--out", "x", "--num-images", "0"], "expected a positive whole number, got 0"),
+        (["reconstruct", "--out", "x", "--num-images", "0"], "expected a whole number at least 2, got 0"),
         (["reconstruct", "--out", "x", "--size", "abc"], "expected a positive whole number, got 'abc'"),
         (["train", "ldm", "--config", "huge", "--out", "x"], "unknown preset 'huge'; choose from full, small, tiny"),
         (["generate", "--prompt", "a red circle"], "the following arguments are required: --out"),

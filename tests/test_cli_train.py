@@ -153,8 +153,9 @@ def test_reconstruct_writes_a_figure_and_metrics(autoencoder_run, tmp_path, caps
 def test_reconstruct_reports_missing_files_and_too_few_images(tmp_path, capsys):
     assert main(["reconstruct", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
     assert "no model folder" in capsys.readouterr().err
-    assert main(["reconstruct", "--num-images", "1", "--out", str(tmp_path / "r")]) == 2
-    assert "--num-images must be at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["reconstruct", "--num-images", "1", "--out", str(tmp_path / "r")])
+    assert "argument --num-images: expected a whole number at least 2, got 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow

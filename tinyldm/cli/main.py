@@ -143,8 +143,6 @@ def _run_reconstruct(args: argparse.Namespace) -> dict[str, Path]:
     from tinyldm.jobs.autoencoder import evaluate_autoencoder, load_autoencoder, plot_reconstructions
     from tinyldm.pretrained import checkpoint_dir
 
-    if args.num_images < 2:
-        raise ValueError(f"--num-images must be at least 2 to compare distributions (FID), got {args.num_images}")
     device = _choose_device(args)
     model = load_autoencoder(args.checkpoint or checkpoint_dir("autoencoder-shapes"), device)
     judge = Judge.from_pretrained(args.judge or checkpoint_dir("judge-shapes")).to(device)
@@ -187,17 +185,27 @@ def _run_demo(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def check_writable(out: Path) -> None:
-    """Refuse an --out that cannot be written, before any work is done: the folder is made and a file tried in it.
+    """Refuse an --out that cannot be written, before any work is done: a file is tried in the folder, or in the
+    nearest folder above it that exists (nothing is left behind, so a refused command leaves no empty folder).
 
     Raises ValueError naming the folder and why.
     """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise ValueError(f"--out {out} cannot be written ({error.strerror or error}); choose a folder you can write "
-                         "to") from None
+    existing = out.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    reason = None
+    if existing == out.absolute() and not out.is_dir():
+        reason = "it is a file, not a folder"
+    elif not existing.is_dir():
+        reason = f"{existing} is a file, so no folder can be made below it"
+    else:
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as error:
+            reason = f"{existing} cannot be written: {error.strerror or error}"
+    if reason:
+        raise ValueError(f"--out {out} cannot be written ({reason}); choose a folder you can write to")
 
 
 def _write_samples(images: torch.Tensor, frames: torch.Tensor, out: Path) -> dict[str, Path]:

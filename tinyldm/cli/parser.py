@@ -28,14 +28,18 @@ SCHEDULES = {
 def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type for a whole number in [low, high] (no upper bound when high is None)."""
 
+    if high is not None:
+        wanted = f"a whole number from {low} to {high}"
+    else:
+        wanted = "a positive whole number" if low == 1 else f"a whole number at least {low}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
         if value < low or (high is not None and value > high):
-            allowed = f"from {low} to {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"expected a whole number {allowed}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
         return value
 
     return parse
