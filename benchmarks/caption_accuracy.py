@@ -6,6 +6,10 @@ image counts as right when all four match the caption (``tinyldm.evaluation.metr
 reported: the accuracy of each attribute, the judged-valid fraction and the seconds per image.
 
 Usage: ``python benchmarks/caption_accuracy.py [--checkpoint DIR] [--guidance-scale 3] [--steps 50] [--json out.json]``.
+
+``--sweep`` measures accuracy against the number of network calls for every sampler (ancestral DDPM, DDIM and
+DPM-Solver++), the curve from which ``tinyldm generate`` takes its default sampler and steps, and with
+``--plot FILE`` draws it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tinyldm.evaluation.judge import Judge
 from tinyldm.evaluation.metrics import caption_accuracy
 from tinyldm.jobs.ldm import load_ldm
 from tinyldm.pretrained import checkpoint_dir
+from tinyldm.sampling import SAMPLERS
 from tinyldm.text import shapes_captions
 
 
@@ -38,41 +43,88 @@ def split_captions(split: str) -> list[str]:
     return [c for c in shapes_captions() if held(c) == (split == "heldout")]
 
 
+def measure(ldm, judge: Judge, sampler: str, steps: int, guidance_scale: float = 3.0, seed: int = 0,
+            images_per_prompt: int = 1, batch_size: int = 128) -> dict[str, float]:
+    """Caption accuracy of one sampler setting on the training split's captions and the held-out pairs."""
+    figures: dict[str, float] = {}
+    generator = torch.Generator(ldm.device).manual_seed(seed)
+    for split in ("train", "heldout"):
+        captions = split_captions(split)
+        start = time.perf_counter()
+        images = torch.cat([
+            ldm.sample(captions[i:i + batch_size], images_per_prompt, steps=steps, sampler=sampler,
+                       guidance_scale=guidance_scale, generator=generator, progress=False).cpu()
+            for i in range(0, len(captions), batch_size)])
+        seconds = time.perf_counter() - start
+        repeated = [c for c in captions for _ in range(images_per_prompt)]
+        accuracy = caption_accuracy(judge, images, repeated)  # the judge moves the images to its device
+        figures[f"{split}_captions"] = len(captions)
+        figures.update({f"{split}_{name}": value for name, value in accuracy.items()})
+        figures[f"{split}_seconds_per_image"] = seconds / images.shape[0]
+    return figures
+
+
+# The sweep's grid: network evaluations per image for each sampler (twice as many UNet calls with guidance).
+SWEEP = {"dpm++": (3, 4, 5, 6, 8, 10, 15, 20), "ddim": (5, 8, 10, 15, 20, 25, 50), "ddpm": (10, 25, 50, 100)}
+
+
+def plot_sweep(rows: list[dict[str, float]], path: Path) -> None:
+    """All-four-right accuracy (seen and held-out captions together) against network evaluations per image."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
+    names = {"dpm++": "DPM-Solver++(2M)", "ddim": "DDIM (eta = 0)", "ddpm": "ancestral (DDPM)"}
+    for sampler, label in names.items():
+        points = [(r["steps"], r["all_right"]) for r in rows if r["sampler"] == sampler]
+        ax.plot(*zip(*points), marker="o", label=label)
+    ax.set(xscale="log", xlabel="network evaluations per image (x2 UNet calls with guidance)",
+           ylabel="images with all four attributes right", ylim=(0, 1.02))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=None, help="pipeline folder (default: ldm-shapes)")
     parser.add_argument("--judge", type=Path, default=None, help="judge folder (default: judge-shapes)")
     parser.add_argument("--images-per-prompt", type=int, default=1, help="images drawn per caption (default 1)")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (default 3)")
-    parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default ddim)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="sampler (default ddim)")
     parser.add_argument("--steps", type=int, default=50, help="network calls per image (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     parser.add_argument("--batch-size", type=int, default=128, help="captions per sampling call (default 128)")
+    parser.add_argument("--sweep", action="store_true", help="every sampler at several step counts (SWEEP)")
+    parser.add_argument("--plot", type=Path, default=None, help="with --sweep: draw the curve into this PNG")
     machine_options(parser)
     args = parser.parse_args()
     device = chosen_device(args)
     ldm = load_ldm(args.checkpoint or checkpoint_dir("ldm-shapes"), device)
     judge = Judge.from_pretrained(args.judge or checkpoint_dir("judge-shapes")).to(device)
-
-    figures: dict[str, object] = {"device": str(device), "threads": torch.get_num_threads(),
-                                  "guidance_scale": args.guidance_scale, "sampler": args.sampler,
-                                  "steps": args.steps, "images_per_prompt": args.images_per_prompt}
-    generator = torch.Generator(device).manual_seed(args.seed)
-    for split in ("train", "heldout"):
-        captions = split_captions(split)
-        start = time.perf_counter()
-        images = torch.cat([
-            ldm.sample(captions[i:i + args.batch_size], args.images_per_prompt, steps=args.steps,
-                       sampler=args.sampler, guidance_scale=args.guidance_scale, generator=generator,
-                       progress=False).cpu()
-            for i in range(0, len(captions), args.batch_size)])
-        seconds = time.perf_counter() - start
-        repeated = [c for c in captions for _ in range(args.images_per_prompt)]
-        accuracy = caption_accuracy(judge, images, repeated)  # the judge moves the images to its device
-        figures[f"{split}_captions"] = len(captions)
-        figures.update({f"{split}_{name}": value for name, value in accuracy.items()})
-        figures[f"{split}_seconds_per_image"] = seconds / images.shape[0]
-    report(figures, args.json)
+    settings = {"device": str(device), "threads": torch.get_num_threads(), "guidance_scale": args.guidance_scale,
+                "images_per_prompt": args.images_per_prompt}
+    if not args.sweep:
+        figures = measure(ldm, judge, args.sampler, args.steps, args.guidance_scale, args.seed,
+                          args.images_per_prompt, args.batch_size)
+        report({**settings, "sampler": args.sampler, "steps": args.steps, **figures}, args.json)
+        return
+    rows = []
+    for sampler, step_counts in SWEEP.items():
+        for steps in step_counts:
+            f = measure(ldm, judge, sampler, steps, args.guidance_scale, args.seed, args.images_per_prompt,
+                        args.batch_size)
+            seen, held = f["train_captions"], f["heldout_captions"]
+            rows.append({"sampler": sampler, "steps": steps, "train_all": f["train_all"],
+                         "heldout_all": f["heldout_all"],
+                         "all_right": (f["train_all"] * seen + f["heldout_all"] * held) / (seen + held),
+                         "valid": (f["train_valid"] * seen + f["heldout_valid"] * held) / (seen + held),
+                         "seconds_per_image": f["train_seconds_per_image"]})
+            print(f"{sampler:6s} {steps:4d} steps: seen {f['train_all']:.1%}, held-out {f['heldout_all']:.1%}, "
+                  f"valid {rows[-1]['valid']:.1%}, {f['train_seconds_per_image']:.3f} s per image", flush=True)
+    if args.plot:
+        plot_sweep(rows, args.plot)
+    report({**settings, "sweep": rows}, args.json)
 
 
 if __name__ == "__main__":

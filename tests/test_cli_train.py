@@ -59,7 +59,7 @@ def test_train_pixel_resumes_and_refuses_to_overwrite(run, capsys):
 def test_sample_writes_pngs_a_grid_and_a_gif(run, tmp_path, capsys):
     out = tmp_path / "samples"
     assert main(["sample", "--checkpoint", str(run), "--num-images", "2", "--seed", "1", "--out", str(out),
-                 "--sampler", "ddim", "--steps", "4"]) == 0
+                 "--sampler", "ddim", "--steps", "4", "--animation"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["grid.png", "reverse_process.gif", "sample_000.png", "sample_001.png"]
     assert Image.open(out / "sample_000.png").size == (32, 32)
@@ -190,11 +190,23 @@ def test_train_ldm_writes_a_loadable_pipeline(ldm_run):
 
 
 @pytest.mark.slow
+def test_generate_writes_the_animation_only_when_asked_and_refuses_one_of_many_images(ldm_run, tmp_path, capsys):
+    out = tmp_path / "plain"
+    assert main(["generate", "--checkpoint", str(ldm_run), "--prompt", "a large red circle at the top left",
+                 "--steps", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png"] + [f"sample_{k:03d}.png" for k in range(4)]
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(ldm_run), "--prompt", "a large red circle at the top left",
+                 "--steps", "2", "--num-images", "17", "--animation", "--out", str(tmp_path / "many")]) == 2
+    assert "--animation draws all 17 images in every frame" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_generate_writes_pngs_a_grid_and_a_gif(ldm_run, tmp_path, capsys):
     out = tmp_path / "generated"
     assert main(["generate", "--checkpoint", str(ldm_run), "--prompt", "a large red circle at the top left",
                  "--num-images", "2", "--seed", "1", "--guidance-scale", "2", "--sampler", "ddim", "--steps", "4",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--animation"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["grid.png", "reverse_process.gif", "sample_000.png", "sample_001.png"]
     assert Image.open(out / "sample_000.png").size == (32, 32)

@@ -7,7 +7,7 @@ diffusers is a development dependency (``pip install -e ".[dev]"``); these tests
 import pytest
 import torch
 
-from tinyldm.sampling import ddim_step, ddim_timesteps, ddpm_step
+from tinyldm.sampling import ddim_step, ddim_timesteps, ddpm_step, dpm_solver_sample
 from tinyldm.schedule import NoiseSchedule
 
 diffusers = pytest.importorskip("diffusers")
@@ -71,3 +71,26 @@ def test_the_sampler_visits_diffusers_trailing_timesteps(steps):
     theirs = diffusers.DDIMScheduler(num_train_timesteps=T, timestep_spacing="trailing")
     theirs.set_timesteps(steps)
     assert ddim_timesteps(T, steps) == theirs.timesteps.tolist()
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("steps", [1, 2, 10, 25])
+def test_dpm_solver_is_diffusers_dpm_solver_multistep(name, steps):
+    ours, settings = SCHEDULES[name]
+    # DPM-Solver++(2M): second order, the first step first order, the last one onto sigma = 0 (x0_pred)
+    theirs = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=T, algorithm_type="dpmsolver++", solver_order=2,
+                                                   timestep_spacing="trailing", final_sigmas_type="zero",
+                                                   **settings)
+    theirs.set_timesteps(steps)
+    assert ddim_timesteps(T, steps) == theirs.timesteps.tolist()
+
+    def model(x, t):  # any smooth function of x and t will do: both must integrate the same ODE
+        ab = ours.alpha_bars[t].reshape(-1, *([1] * (x.ndim - 1)))
+        return (1 - ab).sqrt() * torch.tanh(x) + 0.1 * ab.sqrt()
+
+    xT = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    x = xT.clone()
+    for t in theirs.timesteps:
+        x = theirs.step(model(x, torch.full((4,), int(t))), t, x).prev_sample
+    torch.testing.assert_close(dpm_solver_sample(model, xT.shape, ours, steps, xT=xT, progress=False), x,
+                               rtol=1e-4, atol=1e-4)

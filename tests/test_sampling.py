@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from tinyldm.diffusion import x0_to_eps
-from tinyldm.sampling import ddim_sample, ddim_step, ddim_timesteps, ddpm_sample, ddpm_step, sample
+from tinyldm.sampling import (
+    ddim_sample,
+    ddim_step,
+    ddim_timesteps,
+    ddpm_sample,
+    ddpm_step,
+    dpm_solver_sample,
+    dpm_solver_step,
+    sample,
+)
 from tinyldm.schedule import NoiseSchedule, extract, q_sample
 from tinyldm.unet import UNet, UNetConfig
 
@@ -276,5 +285,34 @@ def test_sample_by_name_is_ancestral_ddpm_or_ddim():
     assert torch.equal(draw("ddpm", 20), full)
     assert torch.equal(draw("ddim", 5), draw("ddim", 5, seed=0))
     assert not torch.equal(draw("ddim", 5, eta=0.5), draw("ddim", 5))
-    with pytest.raises(ValueError, match=r"sampler must be one of \('ddpm', 'ddim'\), got 'euler'"):
+    with pytest.raises(ValueError, match=r"sampler must be one of \('ddpm', 'ddim', 'dpm\+\+'\), got 'euler'"):
         draw("euler", 5)
+
+
+def test_one_step_of_dpm_solver_is_ddim_and_the_last_lands_on_x0_pred():
+    schedule = NoiseSchedule.cosine(1000)
+    xt, x0_pred = _data(seed=1), _data(seed=2)
+    t = torch.full((16,), 700)
+    eps_pred = x0_to_eps(x0_pred, t, xt, schedule)
+    ddim = ddim_step(eps_pred, t, torch.full((16,), 500), xt, schedule)
+    first, h = dpm_solver_step(x0_pred, xt, schedule, 700, 500)  # no previous prediction: first order
+    torch.testing.assert_close(first, ddim, rtol=1e-4, atol=1e-5)
+    assert h > 0  # log-SNR grows towards the data
+    last, _ = dpm_solver_step(x0_pred, xt, schedule, 5, -1, _data(seed=3), 0.3)
+    assert torch.equal(last, x0_pred)
+    with pytest.raises(ValueError, match=r"step_prev must lie in \[-1, step\)"):
+        dpm_solver_step(x0_pred, xt, schedule, 5, 5)
+
+
+@pytest.mark.parametrize("steps", [10, 20])
+def test_dpm_solver_with_the_optimal_gaussian_predictor_recovers_the_data_moments(steps):
+    # Data N(mu, s^2) per coordinate, sampled with its exact noise predictor: a sampler that solves the ODE right
+    # lands on the data distribution. The second-order solver is there at 20 steps, and nearer than DDIM at both.
+    schedule, mu, s = NoiseSchedule.cosine(1000), 1.5, 0.5
+    model = _gaussian_eps_model(mu, s, schedule)
+    xT = torch.randn(20_000, 1, generator=torch.Generator().manual_seed(0))
+    x0 = dpm_solver_sample(model, (20_000, 1), schedule, steps, xT=xT, progress=False)
+    ddim = ddim_sample(model, (20_000, 1), schedule, steps, xT=xT, progress=False)
+    assert abs(x0.std().item() - s) < 0.6 * abs(ddim.std().item() - s)  # measured: 0.478 vs 0.429 at 10 steps
+    if steps == 20:
+        assert abs(x0.mean().item() - mu) < 0.02 and abs(x0.std().item() - s) < 0.01

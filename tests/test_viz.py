@@ -213,3 +213,12 @@ def test_mismatched_lengths_and_bad_settings_are_explained():
     with pytest.raises(ValueError, match=r"t must lie in \[0, 9\]"):
         fig, axes = plt.subplots(1, 4)
         viz.draw_forward_state(axes, frames[0], torch.zeros_like(frames[0]), 10, NoiseSchedule.linear(num_steps=10))
+
+
+@pytest.mark.parametrize("shape, nrow", [((5, 3, 4, 6), 2), ((8, 1, 5, 5), 8), ((3, 3, 2, 2), 8), ((1, 3, 4, 4), 4)])
+def test_tile_lays_images_out_as_torchvision_make_grid(shape, nrow):
+    from torchvision.utils import make_grid
+
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(viz.tile(images, nrow=nrow, padding=2, pad_value=0.5),
+                       make_grid(images, nrow=nrow, padding=2, pad_value=0.5))

@@ -4,8 +4,8 @@ Two encoders share one interface, ``encode(prompts) -> (context (B, L, D), mask 
 (D) and ``max_length`` (the most tokens a prompt may have, special tokens included):
 
 - ``TinyTextEncoder``, the default and fully offline: a word-level tokenizer trained with ``tokenizers`` on the
-  caption corpus, and a small BERT (Devlin et al. 2019) built from a ``transformers`` config and trained jointly
-  with the UNet, as the LDM paper did for its text model (Rombach et al. 2022, Sec. 4.3.1).
+  caption corpus, and a small BERT (Devlin et al. 2019, ``tinyldm.bert``, in plain PyTorch) trained jointly with
+  the UNet, as the LDM paper did for its text model (Rombach et al. 2022, Sec. 4.3.1).
 - ``PretrainedTextEncoder``: a frozen pretrained sentence encoder loaded with ``from_pretrained``; by default
   sentence-transformers/all-MiniLM-L6-v2 from the Hugging Face Hub, or offline a local copy named by an argument
   or by the environment variable ``TINYLDM_TEXT_ENCODER`` (e.g. ``TINYLDM_TEXT_ENCODER=weights/all-MiniLM-L6-v2``).
@@ -28,8 +28,9 @@ from typing import Sequence
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from torch import Tensor, nn
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
+from tinyldm.bert import BertEncoder, BertSettings
 from tinyldm.data.shapes import COLORS, POSITIONS, SHAPES, SIZES, caption
 from tinyldm.pretrained import PretrainedMixin
 
@@ -244,12 +245,10 @@ class TinyTextEncoder(PretrainedMixin, _TextEncoder):
         config.validate()
         self.max_length = config.max_length
         self.tokenizer = build_tokenizer(config.vocabulary, config.max_length)
-        self.bert = BertModel(BertConfig(
+        self.bert = BertEncoder(BertSettings(
             vocab_size=len(SPECIAL_TOKENS) + len(config.vocabulary), hidden_size=config.hidden_size,
-            num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-            intermediate_size=config.intermediate_size, max_position_embeddings=config.max_length,
-            hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout, type_vocab_size=1,
-            pad_token_id=0), add_pooling_layer=False)
+            num_layers=config.num_layers, num_heads=config.num_heads, intermediate_size=config.intermediate_size,
+            max_length=config.max_length, dropout=config.dropout))
 
     @property
     def context_dim(self) -> int:
@@ -269,7 +268,7 @@ class TinyTextEncoder(PretrainedMixin, _TextEncoder):
                     "TextEncoderConfig(vocabulary=caption_vocabulary(captions)))")
 
     def _hidden(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)
+        return self.bert(input_ids, attention_mask)  # (B, L, D)
 
     def num_parameters(self) -> int:
         """The number of trainable parameters."""
@@ -291,6 +290,9 @@ class PretrainedTextEncoder(_TextEncoder):
         super().__init__()
         source = TEXT_ENCODER_VAR if name_or_path is None and os.environ.get(TEXT_ENCODER_VAR) else "argument"
         name = str(name_or_path or os.environ.get(TEXT_ENCODER_VAR) or DEFAULT_TEXT_ENCODER)
+        # transformers' modelling code loads here, for the pretrained encoder only (it takes seconds to import)
+        from transformers import AutoModel, AutoTokenizer
+
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name)
             self.model = AutoModel.from_pretrained(name)

@@ -9,11 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import matplotlib
 import torch
 from torch.utils.data import DataLoader
 
-from tinyldm.cli.parser import SCHEDULES, build_parser
+from tinyldm.cli.parser import MAX_ANIMATED_IMAGES, SCHEDULES, build_parser
 from tinyldm.data.shapes import Shapes
 from tinyldm.runtime import default_device
 from tinyldm.schedule import q_trajectory
@@ -34,7 +33,9 @@ def render_forward(
     Returns:
         name -> path of each file written: "strip" (PNG), "animation" (GIF) and "schedules" (PNG).
     """
-    from tinyldm.viz import images as viz  # imported late: matplotlib and ipywidgets are not needed for --help
+    import matplotlib.pyplot as plt  # imported late: --help and the sampling commands need no plots
+
+    from tinyldm.viz import images as viz
 
     if frames < 2:
         raise ValueError(f"frames must be at least 2 (x0 and x_T), got {frames}")
@@ -57,7 +58,7 @@ def render_forward(
     viz.save_gif(torch.stack([frame_of[s] for s in gif_steps]), written["animation"], nrow=num_images)
     curves = viz.plot_schedules({name: make(num_steps=num_steps) for name, make in SCHEDULES.items()})
     curves.savefig(written["schedules"], dpi=120, bbox_inches="tight")
-    matplotlib.pyplot.close("all")
+    plt.close("all")
     return written
 
 
@@ -208,8 +209,8 @@ def check_writable(out: Path) -> None:
         raise ValueError(f"--out {out} cannot be written ({reason}); choose a folder you can write to")
 
 
-def _write_samples(images: torch.Tensor, frames: torch.Tensor, out: Path) -> dict[str, Path]:
-    """One PNG per image, a square-ish grid and the reverse process (of the first batch) as a GIF; returns what
+def _write_samples(images: torch.Tensor, frames: torch.Tensor | None, out: Path) -> dict[str, Path]:
+    """One PNG per image, a square-ish grid and, when there are frames, the reverse process as a GIF; returns what
     was written. What an earlier run of the command left in ``out`` (more samples than now) is removed first."""
     from tinyldm.viz import images as viz
 
@@ -218,8 +219,9 @@ def _write_samples(images: torch.Tensor, frames: torch.Tensor, out: Path) -> dic
     nrow = math.ceil(math.sqrt(images.shape[0]))
     written = {f"image {k}": viz.save_grid(image[None], out / f"sample_{k:03d}.png") for k, image in enumerate(images)}
     written["grid"] = viz.save_grid(images, out / "grid.png", nrow=nrow, scale=4)
-    written["animation"] = viz.save_gif(frames, out / "reverse_process.gif", fps=12,
-                                        nrow=math.ceil(math.sqrt(frames.shape[1])), scale=3)
+    if frames is not None:
+        written["animation"] = viz.save_gif(frames, out / "reverse_process.gif", fps=12,
+                                            nrow=math.ceil(math.sqrt(frames.shape[1])), scale=3)
     return written
 
 
@@ -233,8 +235,9 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Path]:
     if ldm.text_encoder is not None and args.prompt is None:
         raise ValueError(f"{folder} is a text-to-image model: pass --prompt, e.g. --prompt "
                          "'a large red circle at the top left'")
-    images, frames, _ = generate_ldm(ldm, args.prompt, args.num_images, args.seed, args.guidance_scale,
-                                     args.sampler, args.steps)
+    with torch.inference_mode():
+        images, frames, _ = generate_ldm(ldm, args.prompt, args.num_images, args.seed, args.guidance_scale,
+                                         args.sampler, args.steps, frames=40 if args.animation else 0)
     return _write_samples(images, frames, args.out)
 
 
@@ -245,8 +248,9 @@ def _run_sample(args: argparse.Namespace) -> dict[str, Path]:
     device = _choose_device(args)
     folder = args.checkpoint or checkpoint_dir("pixel-shapes")
     model, schedule, size = load_pixel_model(folder, device)
-    images, frames, _ = sample_pixel(model, schedule, args.num_images, size, args.seed, args.sampler,
-                                     args.steps)
+    with torch.inference_mode():
+        images, frames, _ = sample_pixel(model, schedule, args.num_images, size, args.seed, args.sampler,
+                                         args.steps, frames=40 if args.animation else 0)
     return _write_samples(images, frames, args.out)
 
 
@@ -276,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "out", None) is not None:
             check_writable(args.out)
+        if getattr(args, "animation", False) and args.num_images > MAX_ANIMATED_IMAGES:
+            raise ValueError(f"--animation draws all {args.num_images} images in every frame of one GIF, too small "
+                             f"to follow beyond {MAX_ANIMATED_IMAGES}; use --num-images {MAX_ANIMATED_IMAGES} or "
+                             "fewer with --animation, or leave --animation out")
         if args.command == "train" and args.model == "autoencoder":
             written = _run_train_autoencoder(args)
         elif args.command == "train" and args.model == "ldm":

@@ -13,10 +13,16 @@ import torch
 from tinyldm.sampling import SAMPLERS
 from tinyldm.schedule import NoiseSchedule
 
-__all__ = ["SCHEDULES", "MAX_FORWARD_SIZE", "build_parser", "parse_device"]
+__all__ = ["SCHEDULES", "MAX_FORWARD_SIZE", "GENERATE_SAMPLER", "GENERATE_STEPS", "MAX_ANIMATED_IMAGES",
+           "build_parser", "parse_device"]
 
 MAX_FORWARD_SIZE = 1024  # the forward command's largest image side: a strip of 4 such images is already 100 MB
 _MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds
+# generate's sampler: the fewest network calls that keep the shipped model's card accuracy, read off the sampler
+# sweep in data/checkpoints/ldm-shapes/README.md (python benchmarks/caption_accuracy.py --sweep)
+GENERATE_SAMPLER = "dpm++"
+GENERATE_STEPS = 10
+MAX_ANIMATED_IMAGES = 16  # a GIF shows every image in every frame: more than 4 x 4 are too small to follow
 
 SCHEDULES = {
     "linear": NoiseSchedule.linear,
@@ -184,11 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--seed", type=_seed, default=0, help="seed (default 0)")
     device_options(judge)
 
-    def sampler_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
-                         help="ddpm: ancestral (stochastic, the default); ddim: deterministic (eta = 0)")
-        sub.add_argument("--steps", type=_positive_int, default=100,
-                         help="network calls per image (default 100); ddpm with --steps 1000 is the full chain")
+    def sampler_options(sub: argparse.ArgumentParser, sampler: str = "ddpm", steps: int = 100,
+                        animation: bool = False) -> None:
+        sub.add_argument("--sampler", choices=SAMPLERS, default=sampler,
+                         help=f"ddpm: ancestral (stochastic); ddim: deterministic (eta = 0); dpm++: DPM-Solver++(2M), "
+                              f"deterministic and second order, good in few steps (default {sampler})")
+        sub.add_argument("--steps", type=_int_in(1, 1000), default=steps,
+                         help=f"network calls per image, 1 to 1000 (default {steps}); ddpm with --steps 1000 is the "
+                              "full chain")
+        if animation:
+            sub.add_argument("--animation", action="store_true",
+                             help=f"also write the reverse process as a GIF (reverse_process.gif), for at most "
+                                  f"{MAX_ANIMATED_IMAGES} images")
 
     demo = commands.add_parser("demo", help="the course's showcase: text to image for four captions, two of them "
                                             "never seen in training")
@@ -207,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num-images", type=_positive_int, default=16, help="images to draw (default 16)")
     sample.add_argument("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
     sample.add_argument("--out", type=Path, required=True, help="folder for the pictures")
-    sampler_options(sample)
+    sampler_options(sample, animation=True)
     device_options(sample)
 
     generate = commands.add_parser("generate", help="text to image with a latent diffusion model: PNGs, a grid, "
@@ -217,13 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "unconditional model)")
     generate.add_argument("--checkpoint", type=Path, default=None,
                           help="pipeline folder (default: the shipped data/checkpoints/ldm-shapes)")
-    generate.add_argument("--num-images", type=_positive_int, default=16, help="images to draw (default 16)")
+    generate.add_argument("--num-images", type=_positive_int, default=4, help="images to draw (default 4)")
     generate.add_argument("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
     generate.add_argument("--guidance-scale", type=_non_negative_float, default=3.0,
                           help="classifier-free guidance scale: 1 = none, larger follows the prompt more closely, "
                                "0 = ignore it (default 3)")
     generate.add_argument("--out", type=Path, required=True, help="folder for the pictures")
-    sampler_options(generate)
+    sampler_options(generate, GENERATE_SAMPLER, GENERATE_STEPS, animation=True)
     device_options(generate)
 
     evaluate = commands.add_parser("evaluate", help="judge a pixel model's samples: validity, frequencies, FID")

@@ -222,7 +222,7 @@ def load_ldm(directory: str | Path, device: torch.device | None = None) -> Laten
 @torch.no_grad()
 def generate_ldm(ldm: LatentDiffusion, prompt: str | None, num_images: int = 16, seed: int = 0,
                  guidance_scale: float = 3.0, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
-                 frames: int = 40, progress: bool = True) -> tuple[Tensor, Tensor, list[int]]:
+                 frames: int = 40, progress: bool = True) -> tuple[Tensor, Tensor | None, list[int]]:
     """Draw ``num_images`` images of one prompt and the decoded x0 predictions along the way, for an animation.
 
     Each frame decodes the model's current guess of the clean latents, x0_pred (Eq. 15 of Ho et al. 2020, in
@@ -233,18 +233,21 @@ def generate_ldm(ldm: LatentDiffusion, prompt: str | None, num_images: int = 16,
         prompt: the text, or None for an unconditional model.
         num_images, seed: how many images, and the seed of the noise.
         guidance_scale, sampler, steps, eta: see ``LatentDiffusion.sample``.
-        frames: about how many frames to keep.
+        frames: about how many frames to keep; 0 keeps none (no animation: nothing extra is decoded).
     Returns:
         images (B, 3, H, W) in [-1, 1] on the CPU (drawn SAMPLE_BATCH at a time), frames (K, B1, 3, H, W) of the
-        first batch's B1 images ending with those images, and the K step labels (-1 for the final images).
+        first batch's B1 images ending with those images (None without frames), and the K step labels (-1 for the
+        final images).
     """
     generator = torch.Generator(ldm.device).manual_seed(seed)
-    recorder = FrameRecorder(min(steps, ldm.schedule.num_steps), frames, "x0_pred")
+    recorder = FrameRecorder(min(steps, ldm.schedule.num_steps), frames, "x0_pred") if frames else None
     sizes = batches(num_images, progress=progress)
     parts = [ldm.sample(None if prompt is None else [prompt], n, steps, sampler, eta, guidance_scale, generator,
                         recorder if k == 0 else None, progress and len(sizes) == 1).cpu()
              for k, n in enumerate(sizes)]
     images = torch.cat(parts)
     check_finite_images(images, ldm, f"guidance scale {guidance_scale:g}, {sampler} with {steps} steps")
+    if recorder is None:
+        return images, None, []
     decoded = [ldm.decode_latents(z0.to(ldm.device)).cpu() for z0 in recorder.kept]  # (B1, 3, H, W) each
     return images, torch.stack([*decoded, parts[0]]), [*recorder.labels, -1]

@@ -118,7 +118,7 @@ def load_pixel_model(directory: str | Path, device: torch.device | None = None) 
 
 def sample_pixel(model: UNet, schedule: NoiseSchedule, num_images: int, image_size: int, seed: int = 0,
                  sampler: str = "ddpm", steps: int = 100, frames: int = 40, progress: bool = True
-                 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
     """Draw images and keep a few states of the reverse process for an animation.
 
     Args:
@@ -127,13 +127,13 @@ def sample_pixel(model: UNet, schedule: NoiseSchedule, num_images: int, image_si
         image_size: side of the images.
         seed: seeds x_T and every step's noise.
         sampler, steps: see ``tinyldm.sampling.sample`` ("ddpm": ancestral, "ddim": deterministic).
-        frames: about how many states to keep for the animation.
+        frames: about how many states to keep for the animation; 0 keeps none.
     Returns:
         images (B, 3, H, W) in [-1, 1] (drawn SAMPLE_BATCH at a time), frames (K, B1, 3, H, W) of the first batch
-        from x_T to x0, and the K step labels (-1 for x0).
+        from x_T to x0 (None without frames), and the K step labels (-1 for x0).
     """
     generator = torch.Generator(schedule.betas.device).manual_seed(seed)
-    recorder = FrameRecorder(min(steps, schedule.num_steps), frames, "x_prev")
+    recorder = FrameRecorder(min(steps, schedule.num_steps), frames, "x_prev") if frames else None
     model.eval()
     sizes = batches(num_images, progress=progress)
     images = torch.cat([sample(model, (n, model.config.in_channels, image_size, image_size), schedule, sampler,
@@ -141,6 +141,8 @@ def sample_pixel(model: UNet, schedule: NoiseSchedule, num_images: int, image_si
                                progress=progress and len(sizes) == 1).cpu()
                         for k, n in enumerate(sizes)])
     check_finite_images(images, model, f"{sampler} with {steps} steps")
+    if recorder is None:
+        return images.clamp(-1, 1), None, []
     return images.clamp(-1, 1), recorder.frames(), recorder.labels
 
 

@@ -18,11 +18,9 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -35,6 +33,9 @@ from tinyldm.training.diffusion_loop import NonFiniteLossError, lr_factor
 from tinyldm.training.ema import EMA
 from tinyldm.training.run_folder import RunFolder, tensor_sha256
 from tinyldm.training.speed import SpeedConfig
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["AutoencoderTrainConfig", "AutoencoderTrainResult", "train_autoencoder", "plot_autoencoder_losses",
            "SCALE_IMAGES"]
@@ -253,9 +254,7 @@ def train_autoencoder(
     model.eval()
     exported = _export(ema.model if ema else model, data, config.seed)
     if out is not None and main:
-        fig = plot_autoencoder_losses(records)
-        folder.save_figure(fig)
-        plt.close(fig)
+        folder.save_figure(plot_autoencoder_losses(records))
     steps_run = max(0, stop - start)
     images_per_second = steps_run * config.batch_size / train_seconds if train_seconds else 0.0
     files = {**({"model": out} if out is not None else {}), **folder.files()}
@@ -313,6 +312,8 @@ def plot_autoencoder_losses(records: list[dict[str, Any]], window: int = 100) ->
     Args:
         records: the log records of ``train_autoencoder`` (or the lines of its ``loss.jsonl``).
     """
+    import matplotlib.pyplot as plt  # here, not at import: loading a model never plots
+
     names = [k for k in dict.fromkeys(k for r in records for k in r) if k not in _NOT_PLOTTED]
     panels: dict[str, list[str]] = {}
     for name in names:

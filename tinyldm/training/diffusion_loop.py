@@ -18,11 +18,9 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import matplotlib.pyplot as plt
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -36,7 +34,9 @@ from tinyldm.training import distributed
 from tinyldm.training.ema import EMA
 from tinyldm.training.run_folder import RunFolder, tensor_sha256
 from tinyldm.training.speed import SpeedConfig
-from tinyldm.viz.images import save_grid
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "lr_factor", "plot_losses",
            "train_diffusion"]
@@ -113,6 +113,8 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str = "cosi
 
 def plot_losses(losses: list[float], window: int = 100, title: str = "training loss") -> Figure:
     """The loss per step (faint) and its moving average over ``window`` steps, on a log scale."""
+    import matplotlib.pyplot as plt  # here, not at import: the sampling commands never plot
+
     fig, ax = plt.subplots(figsize=(6.5, 3.2), layout="constrained")
     steps = torch.arange(1, len(losses) + 1)
     values = torch.tensor(losses, dtype=torch.float64)
@@ -278,7 +280,10 @@ def train_diffusion(
             if out is None:
                 continue
             if main and config.sample_every and done % config.sample_every == 0 and (preview or captions is None):
-                images = preview(ema.model) if preview else _sample_grid(ema.model, schedule, config, data.shape[1:])
+                from tinyldm.viz.images import save_grid  # here: a run without grids needs no pictures
+
+                images = preview(ema.model) if preview else _sample_grid(ema.model, schedule, config,
+                                                                         data.shape[1:])
                 save_grid(images.clamp(-1, 1), Path(out) / "samples" / f"step_{done:06d}.png",
                           nrow=math.ceil(math.sqrt(len(images))), scale=2)
             if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
@@ -288,9 +293,7 @@ def train_diffusion(
         bar.close()
     model.eval()
     if out is not None and main:
-        fig = plot_losses(losses)
-        folder.save_figure(fig)
-        plt.close(fig)
+        folder.save_figure(plot_losses(losses))
     steps_run = max(0, stop - start)
     speed_ips = steps_run * config.batch_size / train_seconds if train_seconds else 0.0
     files = {**({"model": Path(out)} if out is not None and export is not None else {}), **folder.files()}

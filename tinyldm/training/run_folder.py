@@ -300,9 +300,12 @@ class RunFolder:
         return {name: self.out / file for name, file in names.items() if (self.out / file).exists()}
 
     def save_figure(self, figure: Any, name: str = LOSS_PLOT_NAME) -> None:
-        """Save a matplotlib figure (the loss plot) into the folder, from process 0."""
+        """Save a matplotlib figure (the loss plot) into the folder, from process 0, and close it."""
+        import matplotlib.pyplot as plt  # a figure exists, so matplotlib is loaded already
+
         if self.out is not None and distributed.is_main_process():
             figure.savefig(self.out / name, dpi=110)
+        plt.close(figure)
 
 
 def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:

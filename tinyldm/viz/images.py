@@ -11,20 +11,20 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import ipywidgets
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import HTML
-from matplotlib.animation import FuncAnimation
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from tinyldm.schedule import NoiseSchedule, q_sample
+
+if TYPE_CHECKING:  # matplotlib, IPython and ipywidgets load where a figure or a widget is made: writing PNGs
+    import ipywidgets  # (what the commands do) needs none of them
+    from IPython.display import HTML
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
     "to_pil",
@@ -69,6 +69,30 @@ def _check_positive_int(value: int, name: str) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def tile(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> Tensor:
+    """Images side by side in rows of ``nrow``, with ``padding`` pixels of ``pad_value`` between and around them
+    (torchvision's ``make_grid`` layout, without importing torchvision for it).
+
+    Args:
+        images: (B, C, H, W); C = 1 is repeated to 3 channels.
+    Returns:
+        (C', rows * (H + padding) + padding, cols * (W + padding) + padding) with C' = 3 for C = 1, else C;
+        a single image comes back as it is (no border).
+    """
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    B, C, H, W = images.shape
+    if B == 1:
+        return images[0]
+    cols = min(nrow, B)
+    rows = math.ceil(B / cols)
+    grid = images.new_full((C, rows * (H + padding) + padding, cols * (W + padding) + padding), pad_value)
+    for k in range(B):
+        top, left = (k // cols) * (H + padding) + padding, (k % cols) * (W + padding) + padding
+        grid[:, top:top + H, left:left + W] = images[k]
+    return grid
+
+
 def to_pil(images: Tensor, nrow: int = 8, scale: int = 1) -> Image.Image:
     """Lay a batch out as one picture: a grid with light-grey gaps, -1 mapped to black (0) and 1 to white (255).
 
@@ -85,7 +109,7 @@ def to_pil(images: Tensor, nrow: int = 8, scale: int = 1) -> Image.Image:
     _check_positive_int(nrow, "nrow")
     _check_positive_int(scale, "scale")
     unit = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2
-    grid = make_grid(unit, nrow=nrow, padding=_PADDING, pad_value=_PAD_VALUE)  # (3, H', W'), grey repeated
+    grid = tile(unit, nrow=nrow, padding=_PADDING, pad_value=_PAD_VALUE)  # (3, H', W'), grey repeated
     pixels = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (H', W', 3)
     picture = Image.fromarray(pixels[..., 0]) if images.shape[1] == 1 else Image.fromarray(pixels)
     if scale > 1:
@@ -127,6 +151,8 @@ def show_images(images: Tensor, nrow: int = 8, title: str | None = None, ax: Axe
     Returns:
         The axes drawn into.
     """
+    import matplotlib.pyplot as plt
+
     picture = to_pil(images, nrow=nrow)
     if ax is None:
         # About 0.04 inch per pixel: a 32x32 image is 1.3 inches wide, up to a 12-inch-wide grid.
@@ -153,6 +179,8 @@ def plot_chain(frames: Tensor, steps: Sequence[int], fig: Figure | None = None) 
     Returns:
         The figure, with B * K axes in row-major order (image b, step k is ``fig.axes[b * K + k]``).
     """
+    import matplotlib.pyplot as plt
+
     _check_frames(frames)
     steps = list(steps)
     if len(steps) != frames.shape[0]:
@@ -221,6 +249,10 @@ def animation_html(
         An ``IPython.display.HTML`` object; a notebook cell ending with it shows the player, and ``.data``
         is the HTML text.
     """
+    from IPython.display import HTML
+    from matplotlib.animation import FuncAnimation
+    from matplotlib.figure import Figure
+
     _check_frames(frames)
     if labels is not None and len(labels) != frames.shape[0]:
         raise ValueError(f"got {frames.shape[0]} frames but {len(labels)} labels; pass one label per frame")
@@ -252,6 +284,8 @@ def plot_schedules(schedules: Mapping[str, NoiseSchedule]) -> Figure:
     Returns:
         A figure with two axes: alpha_bar_t against t, then log10 SNR against t.
     """
+    import matplotlib.pyplot as plt
+
     if not isinstance(schedules, Mapping) or not schedules:
         raise ValueError(
             f"schedules must be a non-empty dict of name -> NoiseSchedule, got {schedules!r}; "
@@ -354,6 +388,8 @@ def plot_forward_state(x0: Tensor, schedule: NoiseSchedule, t: int, seed: int = 
     Returns:
         The figure, with the four axes of ``draw_forward_state``.
     """
+    import matplotlib.pyplot as plt
+
     _check_images(x0, "x0")
     fig = plt.figure(figsize=(13, 3.2), layout="constrained")
     draw_forward_state(_forward_axes(fig), x0, _fixed_eps(x0, seed), t, schedule)
@@ -377,6 +413,9 @@ def forward_explorer(
         A VBox: ``children[0]`` is an HBox of the controls (the t slider, then the dropdown if any),
         ``children[1]`` the Image widget holding the rendered figure.
     """
+    import ipywidgets
+    from matplotlib.figure import Figure
+
     _check_images(x0, "x0")
     schedules = dict(schedule) if isinstance(schedule, Mapping) else {schedule.kind: schedule}
     if not schedules:
