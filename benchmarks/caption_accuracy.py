@@ -65,22 +65,50 @@ def measure(ldm, judge: Judge, sampler: str, steps: int, guidance_scale: float =
 
 
 # The sweep's grid: network evaluations per image for each sampler (twice as many UNet calls with guidance).
-SWEEP = {"dpm++": (3, 4, 5, 6, 8, 10, 15, 20), "ddim": (5, 8, 10, 15, 20, 25, 50), "ddpm": (10, 25, 50, 100)}
+SWEEP = {"dpm++": (2, 3, 4, 5, 6, 8, 10, 15, 20), "ddim": (2, 3, 4, 5, 6, 8, 10, 15, 20, 50),
+         "ddpm": (10, 25, 50, 100)}
+ODE_CAPTIONS = 64  # captions whose deterministic samples are compared with the ODE's converged solution
+ODE_REFERENCE_STEPS = 200  # DPM-Solver++ steps taken as the converged solution
+
+
+def ode_error(ldm, sampler: str, steps: int, reference: torch.Tensor, guidance_scale: float, seed: int) -> float:
+    """Mean absolute pixel distance between a deterministic sampler's images and the converged solution of the
+    same probability-flow ODE from the same x_T (NaN for the stochastic "ddpm")."""
+    if sampler == "ddpm":
+        return float("nan")
+    return (_ode_images(ldm, sampler, steps, guidance_scale, seed) - reference).abs().mean().item()
+
+
+def _ode_images(ldm, sampler: str, steps: int, guidance_scale: float, seed: int) -> torch.Tensor:
+    captions = split_captions("train")[:ODE_CAPTIONS]
+    xT = torch.randn((len(captions), *ldm.latent_shape), generator=torch.Generator().manual_seed(seed))
+    return ldm.sample(captions, steps=steps, sampler=sampler, guidance_scale=guidance_scale,
+                      xT=xT.to(ldm.device), progress=False).cpu()
 
 
 def plot_sweep(rows: list[dict[str, float]], path: Path) -> None:
-    """All-four-right accuracy (seen and held-out captions together) against network evaluations per image."""
+    """Left: all-four-right accuracy (seen and held-out captions together) against network evaluations per image.
+    Right: the deterministic samplers' distance to the converged solution of the probability-flow ODE."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
     names = {"dpm++": "DPM-Solver++(2M)", "ddim": "DDIM (eta = 0)", "ddpm": "ancestral (DDPM)"}
     for sampler, label in names.items():
-        points = [(r["steps"], r["all_right"]) for r in rows if r["sampler"] == sampler]
-        ax.plot(*zip(*points), marker="o", label=label)
-    ax.set(xscale="log", xlabel="network evaluations per image (x2 UNet calls with guidance)",
-           ylabel="images with all four attributes right", ylim=(0, 1.02))
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
+        mine = [r for r in rows if r["sampler"] == sampler]
+        left.plot([r["steps"] for r in mine], [r["all_right"] for r in mine], marker="o", label=label)
+        if sampler != "ddpm":
+            right.plot([r["steps"] for r in mine], [r["ode_error"] for r in mine], marker="o", label=label)
+    left.set(xscale="log", xlabel="network evaluations per image (x2 UNet calls with guidance)",
+             ylabel="captions drawn right (all four)", ylim=(0.9, 1.005), title="caption accuracy, 432 captions")
+    right.set(xscale="log", yscale="log", xlabel="network evaluations per image",
+              ylabel="mean |image - converged image|", title=f"distance to the ODE's solution, {ODE_CAPTIONS} captions")
+    ticks = sorted({r["steps"] for r in rows})
+    for ax in (left, right):
+        ax.set_xticks(ticks, [str(k) for k in ticks])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    right.set_yticks([0.001, 0.002, 0.005, 0.01, 0.02, 0.05], ["0.001", "0.002", "0.005", "0.01", "0.02", "0.05"])
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -110,6 +138,7 @@ def main() -> None:
         report({**settings, "sampler": args.sampler, "steps": args.steps, **figures}, args.json)
         return
     rows = []
+    reference = _ode_images(ldm, "dpm++", ODE_REFERENCE_STEPS, args.guidance_scale, args.seed)
     for sampler, step_counts in SWEEP.items():
         for steps in step_counts:
             f = measure(ldm, judge, sampler, steps, args.guidance_scale, args.seed, args.images_per_prompt,
@@ -119,9 +148,11 @@ def main() -> None:
                          "heldout_all": f["heldout_all"],
                          "all_right": (f["train_all"] * seen + f["heldout_all"] * held) / (seen + held),
                          "valid": (f["train_valid"] * seen + f["heldout_valid"] * held) / (seen + held),
-                         "seconds_per_image": f["train_seconds_per_image"]})
+                         "seconds_per_image": f["train_seconds_per_image"],
+                         "ode_error": ode_error(ldm, sampler, steps, reference, args.guidance_scale, args.seed)})
             print(f"{sampler:6s} {steps:4d} steps: seen {f['train_all']:.1%}, held-out {f['heldout_all']:.1%}, "
-                  f"valid {rows[-1]['valid']:.1%}, {f['train_seconds_per_image']:.3f} s per image", flush=True)
+                  f"valid {rows[-1]['valid']:.1%}, distance to the ODE's solution {rows[-1]['ode_error']:.4f}, "
+                  f"{f['train_seconds_per_image']:.3f} s per image", flush=True)
     if args.plot:
         plot_sweep(rows, args.plot)
     report({**settings, "sweep": rows}, args.json)

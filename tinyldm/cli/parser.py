@@ -21,7 +21,7 @@ _MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 # generate's sampler: the fewest network calls that keep the shipped model's card accuracy, read off the sampler
 # sweep in data/checkpoints/ldm-shapes/README.md (python benchmarks/caption_accuracy.py --sweep)
 GENERATE_SAMPLER = "dpm++"
-GENERATE_STEPS = 10
+GENERATE_STEPS = 6
 MAX_ANIMATED_IMAGES = 16  # a GIF shows every image in every frame: more than 4 x 4 are too small to follow
 
 SCHEDULES = {
