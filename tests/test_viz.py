@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tinyldm.schedule import NoiseSchedule, q_trajectory  # noqa: E402
+from tinyldm.viz import explorer  # noqa: E402
 from tinyldm.viz import images as viz  # noqa: E402
 
 
@@ -123,7 +124,7 @@ def test_plot_schedules_draws_one_line_per_schedule_on_each_panel():
 
 def draw(x0, eps, t, schedule, nrow):
     fig, axes = plt.subplots(1, 4)
-    xt = viz.draw_forward_state(axes, x0, eps, t, schedule, nrow=nrow)
+    xt = explorer.draw_forward_state(axes, x0, eps, t, schedule, nrow=nrow)
     return axes, xt
 
 
@@ -147,9 +148,9 @@ def test_draw_forward_state_redraws_cleanly_on_the_same_axes():
     schedule = NoiseSchedule.linear(num_steps=100)
     x0, eps = random_images((2, 1, 8, 8)), torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     fig, axes = plt.subplots(1, 4)
-    viz.draw_forward_state(axes, x0, eps, 10, schedule)
+    explorer.draw_forward_state(axes, x0, eps, 10, schedule)
     counts = [len(ax.get_children()) for ax in axes]
-    viz.draw_forward_state(axes, x0, eps, 90, schedule)
+    explorer.draw_forward_state(axes, x0, eps, 90, schedule)
     assert [len(ax.get_children()) for ax in axes] == counts  # nothing left over from t = 10
     assert len(axes[0].images) == 1
     assert [line.get_xdata()[0] for line in axes[2].get_lines()[1:]] == [90, 90]  # the marker and its guide
@@ -157,7 +158,7 @@ def test_draw_forward_state_redraws_cleanly_on_the_same_axes():
 
 def test_forward_explorer_redraws_when_t_or_the_schedule_changes():
     schedules = {"linear": NoiseSchedule.linear(num_steps=100), "cosine": NoiseSchedule.cosine(num_steps=30)}
-    widget = viz.forward_explorer(random_images((4, 3, 8, 8)), schedules, seed=0)
+    widget = explorer.forward_explorer(random_images((4, 3, 8, 8)), schedules, seed=0)
     slider, dropdown = widget.children[0].children
     picture = widget.children[1]
     first = picture.value
@@ -176,7 +177,7 @@ def test_forward_explorer_redraws_when_t_or_the_schedule_changes():
 def test_forward_explorer_uses_the_same_noise_for_the_same_seed():
     x0 = random_images((2, 1, 8, 8))
     schedule = NoiseSchedule.linear(num_steps=50)
-    a, b, c = (viz.forward_explorer(x0, schedule, seed=s) for s in (3, 3, 4))
+    a, b, c = (explorer.forward_explorer(x0, schedule, seed=s) for s in (3, 3, 4))
     assert len(a.children[0].children) == 1  # one schedule: no dropdown
     assert a.children[1].value == b.children[1].value
     a.children[0].children[0].value = c.children[0].children[0].value = 25
@@ -212,7 +213,8 @@ def test_mismatched_lengths_and_bad_settings_are_explained():
         viz.plot_schedules({})
     with pytest.raises(ValueError, match=r"t must lie in \[0, 9\]"):
         fig, axes = plt.subplots(1, 4)
-        viz.draw_forward_state(axes, frames[0], torch.zeros_like(frames[0]), 10, NoiseSchedule.linear(num_steps=10))
+        explorer.draw_forward_state(axes, frames[0], torch.zeros_like(frames[0]), 10,
+                                    NoiseSchedule.linear(num_steps=10))
 
 
 @pytest.mark.parametrize("shape, nrow", [((5, 3, 4, 6), 2), ((8, 1, 5, 5), 8), ((3, 3, 2, 2), 8), ((1, 3, 4, 4), 4)])

@@ -1,1 +1,2 @@
-"""Pictures: image grids, chain strips, animations and widgets (``images``); 2-D point clouds (``plots2d``)."""
+"""Pictures: image grids, chain strips, animations and schedule curves (``images``); the forward-process explorer
+(``explorer``); 2-D point clouds (``plots2d``)."""

@@ -1,4 +1,6 @@
-"""Pictures for the lessons and the ``tinyldm`` command: grids, chain strips, GIFs, animations, explorers.
+"""Pictures for the lessons and the ``tinyldm`` command: grids, chain strips, GIFs, animations, schedule curves.
+
+The forward-process explorer of lesson 1 lives in ``tinyldm.viz.explorer``.
 
 Images are tensors in [-1, 1] of shape (B, C, H, W) with C = 1 (grey) or 3 (RGB); a recorded chain is
 (K, B, C, H, W), K frames of the same batch. Values outside [-1, 1] (a noisy x_t) are clipped for display.
@@ -7,7 +9,6 @@ Nothing here picks a matplotlib backend, so the module works headless (Agg) and 
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,10 +19,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from tinyldm.schedule import NoiseSchedule, q_sample
+from tinyldm.schedule import NoiseSchedule
 
 if TYPE_CHECKING:  # matplotlib, IPython and ipywidgets load where a figure or a widget is made: writing PNGs
-    import ipywidgets  # (what the commands do) needs none of them
     from IPython.display import HTML
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -34,9 +34,9 @@ __all__ = [
     "save_gif",
     "animation_html",
     "plot_schedules",
-    "draw_forward_state",
-    "plot_forward_state",
-    "forward_explorer",
+    "tile",
+    "check_images",
+    "imshow_picture",
 ]
 
 # Light grey between grid cells: visible next to both black and white images.
@@ -44,7 +44,7 @@ _PAD_VALUE = 0.85
 _PADDING = 2
 
 
-def _check_images(images: Tensor, name: str = "images") -> None:
+def check_images(images: Tensor, name: str = "images") -> None:
     if not isinstance(images, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -105,7 +105,7 @@ def to_pil(images: Tensor, nrow: int = 8, scale: int = 1) -> Image.Image:
         (scale * (cols * (W + 2) + 2), scale * (rows * (H + 2) + 2)) with cols = min(nrow, B),
         rows = ceil(B / cols); a single image (B = 1) gets no border.
     """
-    _check_images(images)
+    check_images(images)
     _check_positive_int(nrow, "nrow")
     _check_positive_int(scale, "scale")
     unit = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2
@@ -134,7 +134,8 @@ def save_grid(images: Tensor, path: str | Path, nrow: int = 8, scale: int = 1) -
     return path
 
 
-def _imshow(ax: Axes, picture: Image.Image):
+def imshow_picture(ax: Axes, picture: Image.Image):
+    """Show a picture made by ``to_pil`` on ``ax``, pixel for pixel, without the axes' frame."""
     ax.set_axis_off()
     cmap = "gray" if picture.mode == "L" else None
     return ax.imshow(np.asarray(picture), cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
@@ -159,7 +160,7 @@ def show_images(images: Tensor, nrow: int = 8, title: str | None = None, ax: Axe
         size = min(0.04, 12 / picture.width)
         figsize = (picture.width * size, picture.height * size + (0.4 if title else 0))
         _, ax = plt.subplots(figsize=figsize, layout="constrained")
-    _imshow(ax, picture)
+    imshow_picture(ax, picture)
     if title:
         ax.set_title(title)
     return ax
@@ -196,7 +197,7 @@ def plot_chain(frames: Tensor, steps: Sequence[int], fig: Figure | None = None) 
     axes = fig.subplots(batch, num_steps, squeeze=False)
     for k, step in enumerate(steps):
         for b in range(batch):
-            _imshow(axes[b, k], to_pil(frames[k, b : b + 1]))
+            imshow_picture(axes[b, k], to_pil(frames[k, b : b + 1]))
         axes[0, k].set_title(_step_label(step), fontsize=10)
     return fig
 
@@ -264,7 +265,7 @@ def animation_html(
     title_height = 0.35 if labels else 0
     fig = Figure(figsize=(width, height + title_height))
     ax = fig.add_axes((0, 0, 1, height / (height + title_height)))
-    image = _imshow(ax, pictures[0])
+    image = imshow_picture(ax, pictures[0])
     title = ax.set_title(labels[0] if labels else "")
 
     def update(k: int):
@@ -307,146 +308,3 @@ def _style_curve(ax: Axes, ylabel: str) -> None:
     ax.set_xlabel("t (step index)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-
-
-def _square_nrow(batch: int) -> int:
-    return math.ceil(math.sqrt(batch))
-
-
-def draw_forward_state(
-    axes: Sequence[Axes], x0: Tensor, eps: Tensor, t: int, schedule: NoiseSchedule, nrow: int | None = None
-) -> Tensor:
-    """Draw x_t = q_sample(x0, t, eps), its pixel histogram against N(0, 1), and where t sits on the curves.
-
-    Ho et al. 2020, Eq. 4. With one fixed ``eps`` for every t, moving t only changes the mixing weights, so
-    the picture fades smoothly from x0 into that noise.
-
-    Args:
-        axes: four axes, filled in order: the x_t grid, the histogram, alpha_bar_t, log10 SNR(t).
-            They are cleared first.
-        x0: (B, C, H, W) clean images in [-1, 1].
-        eps: (B, C, H, W) standard normal noise.
-        t: the step index, in [0, T).
-        schedule: the noise schedule.
-        nrow: images per row of the grid; about square when None.
-    Returns:
-        (B, C, H, W) the x_t that was drawn, on CPU.
-    """
-    if len(axes) != 4:
-        raise ValueError(f"draw_forward_state needs 4 axes (image, histogram, alpha_bar, SNR), got {len(axes)}")
-    _check_images(x0, "x0")
-    x0, eps = x0.detach().float().cpu(), eps.detach().float().cpu()
-    ax_image, ax_hist, ax_bar, ax_snr = axes
-    for ax in axes:
-        ax.clear()
-    xt = q_sample(x0, torch.full((x0.shape[0],), int(t), dtype=torch.long), schedule, eps)
-    alpha_bar = schedule.alpha_bars[t].item()
-
-    _imshow(ax_image, to_pil(xt, nrow=nrow or _square_nrow(x0.shape[0])))
-    ax_image.set_title(f"$x_t$ at t = {t}  (clipped to [-1, 1])", fontsize=10)
-
-    grid = np.linspace(-4, 4, 200)
-    pixels = xt.flatten().numpy()
-    ax_hist.hist(pixels, bins=80, range=(-4, 4), density=True, alpha=0.6, label="pixels of $x_t$")
-    ax_hist.plot(grid, np.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi), color="black", label="N(0, 1)")
-    # A fixed height keeps the axes still while t moves; the spikes of clean images are cut off instead.
-    ax_hist.set_ylim(0, 1)
-    ax_hist.set_title("pixel values", fontsize=10)
-    ax_hist.legend(fontsize=8, loc="upper right")
-
-    steps = torch.arange(schedule.num_steps)
-    log_snr = schedule.snr(steps).cpu().log10()
-    ax_bar.plot(steps, schedule.alpha_bars.cpu())
-    ax_bar.plot([t], [alpha_bar], "o", color="tab:red")
-    ax_bar.set_title(rf"$\bar\alpha_t$ = {alpha_bar:.3f}", fontsize=10)
-    ax_snr.plot(steps, log_snr)
-    ax_snr.plot([t], [log_snr[t].item()], "o", color="tab:red")
-    ax_snr.set_title(rf"$\log_{{10}}$ SNR = {log_snr[t].item():.2f}", fontsize=10)
-    for ax in (ax_bar, ax_snr):
-        ax.axvline(t, color="tab:red", linewidth=0.8, linestyle=":")
-        _style_curve(ax, "")
-    return xt
-
-
-def _forward_axes(fig: Figure) -> list[Axes]:
-    return list(fig.subplots(1, 4, gridspec_kw={"width_ratios": [1.3, 1, 1, 1]}))
-
-
-def _fixed_eps(x0: Tensor, seed: int) -> Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(x0.shape, generator=generator)
-
-
-def plot_forward_state(x0: Tensor, schedule: NoiseSchedule, t: int, seed: int = 0) -> Figure:
-    """A static figure of ``draw_forward_state``, for notebooks read where widgets do not run (e.g. on GitHub).
-
-    Args:
-        x0: (B, C, H, W) clean images in [-1, 1].
-        schedule: the noise schedule.
-        t: the step index, in [0, T).
-        seed: seeds the fixed noise eps, the same eps ``forward_explorer`` draws for this seed.
-    Returns:
-        The figure, with the four axes of ``draw_forward_state``.
-    """
-    import matplotlib.pyplot as plt
-
-    _check_images(x0, "x0")
-    fig = plt.figure(figsize=(13, 3.2), layout="constrained")
-    draw_forward_state(_forward_axes(fig), x0, _fixed_eps(x0, seed), t, schedule)
-    return fig
-
-
-def forward_explorer(
-    x0: Tensor, schedule: NoiseSchedule | Mapping[str, NoiseSchedule], seed: int = 0
-) -> ipywidgets.VBox:
-    """A slider over t that redraws ``draw_forward_state`` with one eps drawn once from ``seed``.
-
-    The figure is rendered to PNG into an ``ipywidgets.Image`` rather than shown through an ``Output``: the
-    picture is then part of the widget's state, so it works without a live kernel display hook (tests, voila)
-    and never leaves a static copy behind in pyplot.
-
-    Args:
-        x0: (B, C, H, W) clean images in [-1, 1]; 4 to 16 images read best.
-        schedule: one schedule, or name -> schedule to add a dropdown that switches between them.
-        seed: seeds the fixed noise eps (CPU generator), so the same seed shows the same noise.
-    Returns:
-        A VBox: ``children[0]`` is an HBox of the controls (the t slider, then the dropdown if any),
-        ``children[1]`` the Image widget holding the rendered figure.
-    """
-    import ipywidgets
-    from matplotlib.figure import Figure
-
-    _check_images(x0, "x0")
-    schedules = dict(schedule) if isinstance(schedule, Mapping) else {schedule.kind: schedule}
-    if not schedules:
-        raise ValueError("schedule is an empty dict; pass a NoiseSchedule or a dict of at least one")
-    eps = _fixed_eps(x0, seed)
-    first = next(iter(schedules.values()))
-    slider = ipywidgets.IntSlider(
-        value=0, min=0, max=first.num_steps - 1, description="t", continuous_update=False
-    )
-    slider.layout.width = "500px"
-    dropdown = ipywidgets.Dropdown(options=list(schedules), description="schedule")
-    picture = ipywidgets.Image(format="png")
-    fig = Figure(figsize=(13, 3.2), layout="constrained")
-    axes = _forward_axes(fig)
-
-    def redraw(_change=None) -> None:
-        draw_forward_state(axes, x0, eps, slider.value, schedules[dropdown.value])
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90)
-        picture.value = buffer.getvalue()
-
-    def switch_schedule(_change) -> None:
-        new_max = schedules[dropdown.value].num_steps - 1
-        # A max below the current t clamps the value, and that change already redraws.
-        clamped = slider.value > new_max
-        slider.max = new_max
-        if not clamped:
-            redraw()
-
-    slider.observe(redraw, names="value")
-    dropdown.observe(switch_schedule, names="value")
-    redraw()
-    controls = [slider, dropdown] if len(schedules) > 1 else [slider]
-    return ipywidgets.VBox([ipywidgets.HBox(controls), picture])

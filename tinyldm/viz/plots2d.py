@@ -187,8 +187,8 @@ def reverse_explorer(
 ) -> ipywidgets.VBox:
     """A slider that scrubs t through a recorded reverse process, redrawing x_t (and the x0 prediction).
 
-    The figure is rendered to PNG into an ``ipywidgets.Image`` (as ``tinyldm.viz.images.forward_explorer`` does), so it
-    needs no display hook and leaves nothing behind in pyplot.
+    The figure is rendered to PNG into an ``ipywidgets.Image`` (as ``tinyldm.viz.explorer.forward_explorer`` does),
+    so it needs no display hook and leaves nothing behind in pyplot.
 
     Args:
         frames: (K, B, 2) the states x_t, from x_T to x0.
