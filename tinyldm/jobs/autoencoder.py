@@ -17,7 +17,6 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
-from torchvision.utils import make_grid
 
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
@@ -31,6 +30,7 @@ from tinyldm.training import distributed
 from tinyldm.training.autoencoder_loop import AutoencoderTrainConfig, AutoencoderTrainResult, train_autoencoder
 from tinyldm.training.run_folder import refuse_to_overwrite
 from tinyldm.training.speed import SpeedConfig
+from tinyldm.viz.images import tile
 
 __all__ = ["AutoencoderPreset", "AUTOENCODER_PRESETS", "train_autoencoder_preset", "load_autoencoder",
            "reconstruct", "evaluate_autoencoder", "plot_reconstructions", "ERROR_SCALE"]
@@ -186,7 +186,7 @@ def plot_reconstructions(originals: Tensor, reconstructions: Tensor, max_images:
     error = ((x - y).abs() / 2).mean(1, keepdim=True)  # (n, 1, H, W) on the [0, 1] scale
 
     def strip(images: Tensor, pad: float) -> Tensor:
-        return make_grid(images, nrow=n, padding=2, pad_value=pad).permute(1, 2, 0).numpy()  # (H', W', 3)
+        return tile(images, nrow=n, padding=2, pad_value=pad).permute(1, 2, 0).numpy()  # (H', W', 3)
 
     fig, axes = plt.subplots(3, 1, figsize=(0.75 * n + 1.6, 3.4), layout="constrained")
     axes[0].imshow(strip((x.clamp(-1, 1) + 1) / 2, 1.0))
