@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= outputs/demo
 
-.PHONY: setup demo test unit lessons lab benchmark ci-time clean
+.PHONY: setup demo test unit lessons lab student benchmark ci-time clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ lessons: setup
 lab: setup
 	$(BIN)/jupyter lab notebooks/
 
+# The lessons without their answers, for a class: student/NN_*.ipynb (tools/student_notebooks.py says how).
+student: setup
+	$(BIN)/python tools/student_notebooks.py --out student
+
 # Where the suite's time goes: the slowest tests and each lesson's nbval time.
 ci-time: setup
 	$(BIN)/python benchmarks/ci_time.py
@@ -41,4 +45,4 @@ benchmark: setup
 		echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf outputs .pytest_cache
+	rm -rf outputs student .pytest_cache
