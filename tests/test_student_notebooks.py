@@ -62,7 +62,8 @@ def test_the_student_edition_drops_answers_clears_exercises_and_keeps_the_rest()
 def test_an_unexecuted_lesson_is_refused_with_its_name_and_how_to_execute_it(tmp_path):
     lesson = tmp_path / "09_unrun.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")]), lesson)
-    with pytest.raises(SystemExit, match=r"09_unrun.ipynb is not executed \(cell 0 .*nbconvert --to notebook --execute"):
+    expected = r"09_unrun.ipynb is not executed \(cell 0 .*nbconvert --to notebook --execute"
+    with pytest.raises(SystemExit, match=expected):
         student_notebooks.write_student_editions([lesson], tmp_path / "student")
 
 

@@ -43,7 +43,8 @@ def check_executed(notebook: nbformat.NotebookNode, path: Path) -> None:
     instructor's pictures, so it is made from an executed lesson."""
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type == "code" and cell.get("execution_count") is None and cell.source.strip():
-            raise SystemExit(f"{path.name} is not executed (cell {index} has never run); {EXECUTE_HINT.format(path=path)}")
+            raise SystemExit(f"{path.name} is not executed (cell {index} has never run); "
+                             + EXECUTE_HINT.format(path=path))
 
 
 def student_edition(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
