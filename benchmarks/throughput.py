@@ -31,8 +31,10 @@ Usage::
     python benchmarks/throughput.py --threads 2                    # CPU: batch 8, 1 warm-up and 3 timed steps
     python benchmarks/throughput.py --device cuda --json out.json  # GPU: the presets' batches, 5 + 20 steps
     python benchmarks/throughput.py --device cuda --configs latent --sweep
+    python benchmarks/throughput.py --device cuda --configs latent --sweep --flip compile  # one switch only
 
-The GPU figures have not been measured with this script yet; only CPU ones have.
+The GPU figures have not been measured yet; only CPU ones have. ``benchmarks/gpu_check.py`` runs this script on
+the three configs and the sweep, with the CUDA tests and a short full-size run, in one go on a GPU machine.
 """
 
 from __future__ import annotations
@@ -198,6 +200,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5 on CUDA, 1 on a CPU)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the peak for MFU (default: see above)")
     parser.add_argument("--sweep", action="store_true", help="flip each switch in turn against the defaults")
+    parser.add_argument("--flip", nargs="+", choices=SWITCHES, default=list(SWITCHES), metavar="SWITCH",
+                        help="the switches --sweep flips (default: all of them, " + ", ".join(SWITCHES) + ")")
     for name in SWITCHES:
         parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                             default=None if name == "bf16" else False, help="default: off" if name != "bf16"
@@ -211,11 +215,13 @@ def main() -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(args, name)}")
     if args.sweep and len(args.configs) != 1:
         raise ValueError(f"--sweep measures one config, got {args.configs}; e.g. --configs latent --sweep")
+    if not args.sweep and args.flip != list(SWITCHES):
+        raise ValueError(f"--flip {' '.join(args.flip)} chooses what --sweep flips; add --sweep")
     gpu, skips = device.type == "cuda", unavailable(device)
     steps, warmup = args.steps or (20 if gpu else 3), args.warmup if args.warmup is not None else (5 if gpu else 1)
     switches = {name: gpu if name == "bf16" and args.bf16 is None else bool(getattr(args, name))
                 for name in SWITCHES}
-    for name in [n for n in SWITCHES if n in skips and (switches[n] or args.sweep)]:
+    for name in [n for n in SWITCHES if n in skips and (switches[n] or args.sweep and n in args.flip)]:
         print(f"--{name.replace('_', '-')} not measured on this {device.type}: {skips[name]}")
         switches[name] = False
     if not gpu:
@@ -244,7 +250,7 @@ def main() -> None:
         base = measured(config, switches)
         figures.update({f"{config}_{k}": v for k, v in base.items()} if base else {f"{config}_images_per_s": "failed"})
     flips = {name: measured(config, {**switches, name: not switches[name]})
-             for name in SWITCHES if args.sweep and base and name not in skips}
+             for name in SWITCHES if args.sweep and base and name in args.flip and name not in skips}
     if flips:  # the defaults once more: how far the machine's own speed drifted meanwhile
         again = measured(config, switches)
         figures["baseline_drift"] = drift = abs(again["images_per_s"] / base["images_per_s"] - 1) if again else 0.0
