@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast  # the saved folder must load in transformers too
 
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.diffusion import diffusion_loss

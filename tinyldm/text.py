@@ -3,8 +3,8 @@
 Two encoders share one interface, ``encode(prompts) -> (context (B, L, D), mask (B, L))``, plus ``context_dim``
 (D) and ``max_length`` (the most tokens a prompt may have, special tokens included):
 
-- ``TinyTextEncoder``, the default and fully offline: a word-level tokenizer trained with ``tokenizers`` on the
-  caption corpus, and a small BERT (Devlin et al. 2019, ``tinyldm.bert``, in plain PyTorch) trained jointly with
+- ``TinyTextEncoder``, the default and fully offline: a word-level tokenizer (``tinyldm.word_tokenizer``) trained
+  on the caption corpus, and a small BERT (Devlin et al. 2019, ``tinyldm.bert``, in plain PyTorch) trained jointly with
   the UNet, as the LDM paper did for its text model (Rombach et al. 2022, Sec. 4.3.1).
 - ``PretrainedTextEncoder``: a frozen pretrained sentence encoder loaded with ``from_pretrained``; by default
   sentence-transformers/all-MiniLM-L6-v2 from the Hugging Face Hub, or offline a local copy named by an argument
@@ -26,19 +26,22 @@ from functools import lru_cache
 from typing import Sequence
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from torch import Tensor, nn
-from transformers import PreTrainedTokenizerFast
 
 from tinyldm.bert import BertEncoder, BertSettings
 from tinyldm.data.shapes import COLORS, POSITIONS, SHAPES, SIZES, caption
 from tinyldm.pretrained import PretrainedMixin
+from tinyldm.word_tokenizer import (
+    SPECIAL_TOKENS,
+    WordTokenizer,
+    build_tokenizer,
+    tokenizer_vocabulary,
+    train_tokenizer,
+)
 
-__all__ = ["SPECIAL_TOKENS", "TEXT_ENCODER_VAR", "DEFAULT_TEXT_ENCODER", "shapes_captions", "train_tokenizer",
-           "build_tokenizer", "tokenizer_vocabulary", "caption_vocabulary", "check_prompts", "TextEncoderConfig",
-           "TinyTextEncoder", "PretrainedTextEncoder"]
+__all__ = ["TEXT_ENCODER_VAR", "DEFAULT_TEXT_ENCODER", "shapes_captions", "caption_vocabulary", "check_prompts",
+           "TextEncoderConfig", "TinyTextEncoder", "PretrainedTextEncoder"]
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")  # ids 0-3 in every tokenizer built here
 TEXT_ENCODER_VAR = "TINYLDM_TEXT_ENCODER"
 DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _EXAMPLE = "a large red circle at the top left"
@@ -49,58 +52,6 @@ def shapes_captions() -> list[str]:
     only their combinations are new), e.g. "a large red circle at the top left"."""
     return [caption({"size": size, "color": color, "shape": shape, "position": position})
             for size, color, shape, position in itertools.product(SIZES, COLORS, SHAPES, POSITIONS)]
-
-
-def _word_level(model: models.WordLevel) -> Tokenizer:
-    tokenizer = Tokenizer(model)
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    return tokenizer
-
-
-def _wrap(tokenizer: Tokenizer, max_length: int) -> PreTrainedTokenizerFast:
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    # BERT's layout: [CLS] words [SEP]; the empty caption becomes just [CLS] [SEP].
-    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=max_length, pad_token="[PAD]",
-                                   unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]")
-
-
-def train_tokenizer(captions: Sequence[str], max_length: int = 16) -> PreTrainedTokenizerFast:
-    """Train a word-level tokenizer on ``captions`` with the ``tokenizers`` library and wrap it for ``transformers``.
-
-    Words are lower-cased and split on whitespace and punctuation; ids 0-3 are SPECIAL_TOKENS, then the words by
-    falling frequency (ties alphabetical), so the same captions always give the same ids.
-
-    Args:
-        captions: the training corpus, e.g. ``shapes_captions()``.
-        max_length: the most tokens a prompt may have, [CLS] and [SEP] included.
-    Returns:
-        A PreTrainedTokenizerFast; ``save_pretrained(folder)`` and ``PreTrainedTokenizerFast.from_pretrained(folder)``
-        round-trip it.
-    """
-    captions = list(captions)
-    if not captions or not all(isinstance(c, str) for c in captions):
-        raise ValueError(f"captions must be a non-empty list of str to learn words from, got {captions[:3]!r}")
-    tokenizer = _word_level(models.WordLevel(unk_token="[UNK]"))
-    tokenizer.train_from_iterator(captions, trainer=trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS)))
-    return _wrap(tokenizer, max_length)
-
-
-def build_tokenizer(vocabulary: Sequence[str], max_length: int = 16) -> PreTrainedTokenizerFast:
-    """The tokenizer with a known vocabulary: SPECIAL_TOKENS get ids 0-3 and ``vocabulary[i]`` gets id 4 + i."""
-    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *vocabulary])}
-    if len(vocab) != len(SPECIAL_TOKENS) + len(vocabulary):
-        raise ValueError(f"the vocabulary repeats a word or contains a special token {SPECIAL_TOKENS}: "
-                         f"{list(vocabulary)}")
-    return _wrap(_word_level(models.WordLevel(vocab=vocab, unk_token="[UNK]")), max_length)
-
-
-def tokenizer_vocabulary(tokenizer: PreTrainedTokenizerFast) -> tuple[str, ...]:
-    """The words of a tokenizer from this module in id order, special tokens left out."""
-    return tuple(token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-                 if token not in SPECIAL_TOKENS)
 
 
 @lru_cache(maxsize=1)
@@ -136,7 +87,7 @@ def check_prompts(prompts: Sequence[str], allow_empty: bool = False) -> list[str
 class _TextEncoder(nn.Module, abc.ABC):
     """What both encoders share: checking prompts, tokenizing, and returning the context and its padding mask."""
 
-    tokenizer: PreTrainedTokenizerFast
+    tokenizer: WordTokenizer  # or, for the pretrained encoder, transformers' tokenizer: both are called the same way
     max_length: int
 
     @property
@@ -165,7 +116,7 @@ class _TextEncoder(nn.Module, abc.ABC):
         self._check_words(prompts)
         # Cutting one token past the limit shows a too-long prompt without tokenizing a whole novel.
         tokens = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length + 1,
-                                return_tensors="pt", return_token_type_ids=False)
+                                return_tensors="pt")
         lengths = tokens["attention_mask"].sum(dim=1)
         if (too_long := (lengths > self.max_length).nonzero().flatten().tolist()):
             i = too_long[0]
@@ -255,11 +206,9 @@ class TinyTextEncoder(PretrainedMixin, _TextEncoder):
         return self.config.hidden_size
 
     def _check_words(self, prompts: list[str]) -> None:
-        backend = self.tokenizer.backend_tokenizer
         vocab = self.tokenizer.get_vocab()
         for i, prompt in enumerate(prompts):
-            words = [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(prompt))]
-            if unknown := [w for w in words if w not in vocab or w in SPECIAL_TOKENS]:
+            if unknown := [w for w in self.tokenizer.words(prompt) if w not in vocab or w in SPECIAL_TOKENS]:
                 raise ValueError(
                     f"prompt {i} {prompt!r} has words this tokenizer never saw: {unknown}. It knows "
                     f"{len(self.config.vocabulary)} words, learnt from its training captions "
@@ -276,7 +225,8 @@ class TinyTextEncoder(PretrainedMixin, _TextEncoder):
 
 
 class PretrainedTextEncoder(_TextEncoder):
-    """A frozen pretrained transformer encoder, e.g. all-MiniLM-L6-v2 (Reimers & Gurevych 2019), D = 384.
+    """A frozen pretrained transformer encoder, e.g. all-MiniLM-L6-v2 (MiniLM, Wang et al. 2020, tuned as a sentence
+    encoder the Sentence-BERT way, Reimers & Gurevych 2019), D = 384.
 
     Its weights never train and it stays in eval mode (dropout off) even inside a model put in train mode.
 

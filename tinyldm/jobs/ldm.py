@@ -30,19 +30,14 @@ from tinyldm.pretrained import checkpoint_dir, config_to_dict
 from tinyldm.runtime import seeded
 from tinyldm.sampling import sample
 from tinyldm.schedule import NoiseSchedule
-from tinyldm.text import (
-    PretrainedTextEncoder,
-    TextEncoderConfig,
-    TinyTextEncoder,
-    tokenizer_vocabulary,
-    train_tokenizer,
-)
+from tinyldm.text import PretrainedTextEncoder, TextEncoderConfig, TinyTextEncoder
 from tinyldm.training import distributed
 from tinyldm.training.diffusion_loop import TrainConfig, TrainResult, train_diffusion
 from tinyldm.training.latent_cache import cached_latents, latent_cache_dir, weights_hash
 from tinyldm.training.run_folder import refuse_to_overwrite
 from tinyldm.training.speed import SpeedConfig
 from tinyldm.unet import UNet, UNetConfig
+from tinyldm.word_tokenizer import tokenizer_vocabulary, train_tokenizer
 
 __all__ = ["LDMPreset", "LDM_PRESETS", "caption_text_config", "train_ldm", "load_ldm", "generate_ldm",
            "MAX_CAPTION_TOKENS"]
