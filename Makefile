@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= outputs/demo
 
-.PHONY: setup demo test unit lessons lab student benchmark ci-time clean
+.PHONY: setup demo test unit lessons lab student book benchmark ci-time clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ lab: setup
 # The lessons without their answers, for a class: student/NN_*.ipynb (tools/student_notebooks.py says how).
 student: setup
 	$(BIN)/python tools/student_notebooks.py --out student
+
+# The course as a static website in outputs/book/, from the executed lessons (tools/build_book.py says how).
+book: setup
+	$(BIN)/python tools/build_book.py --out outputs/book
 
 # Where the suite's time goes: the slowest tests and each lesson's nbval time.
 ci-time: setup

@@ -1,5 +1,8 @@
 """Settings and fixtures shared by the unit tests."""
 
+import os
+import shutil
+
 import pytest
 import torch
 
@@ -49,3 +52,23 @@ def write_idx():
             (2049).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.numpy().tobytes())
 
     return write
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium driven by Playwright, for the tests marked ``browser``.
+
+    The browser is Debian's ``chromium`` package (``apt-get install chromium``; ``.ci/run`` installs it), passed to
+    Playwright as its executable: Playwright cannot download a browser of its own offline. Set ``CHROMIUM`` to use
+    another binary. Where Playwright or Chromium is missing the test is skipped, saying which.
+    """
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make setup)")
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("Chromium is not installed: apt-get install chromium (.ci/run installs it), or set CHROMIUM")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
