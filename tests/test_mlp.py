@@ -56,3 +56,21 @@ def test_fit_lowers_the_loss_and_is_deterministic():
 def test_fit_rejects_bad_arguments():
     with pytest.raises(ValueError, match="steps and batch_size must be >= 1"):
         fit(MLPDenoiser(MLPConfig.tiny()), torch.randn(8, 2), NoiseSchedule.linear(10), steps=0, progress=False)
+
+
+def test_fit_trains_with_the_loss_it_is_given():
+    data = torch.randn(64, 2)
+    schedule = NoiseSchedule.linear(10)
+    seen = []
+
+    def constant_target(model, x0, schedule, generator=None):
+        seen.append(x0.shape)
+        t = torch.zeros(x0.shape[0], dtype=torch.long)
+        return ((model(x0, t) - 1.0) ** 2).mean()  # predict 1 everywhere
+
+    torch.manual_seed(0)
+    model = MLPDenoiser(MLPConfig.tiny())
+    losses = fit(model, data, schedule, steps=200, batch_size=16, lr=1e-2, progress=False, loss=constant_target)
+    assert seen == [(16, 2)] * 200
+    assert losses[-1] < 0.01 < losses[0]
+    torch.testing.assert_close(model(data, torch.zeros(64, dtype=torch.long)), torch.ones(64, 2), atol=0.1, rtol=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +102,7 @@ def fit(
     lr: float = 3e-3,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    loss: Callable[..., Tensor] = diffusion_loss,
 ) -> list[float]:
     """Train ``model`` with the simplified loss (Ho et al. 2020, Algorithm 1) on random batches of ``data``.
 
@@ -116,6 +118,8 @@ def fit(
         lr: peak learning rate.
         generator: source of the batches, t and eps (on ``data``'s device); same seed, same model.
         progress: show a tqdm progress bar.
+        loss: the objective, called as ``loss(model, x0, schedule, generator=generator)``; ``diffusion_loss`` by
+            default (lesson 2 swaps in a wrong target to show what goes wrong).
     Returns:
         the loss at every step, as Python floats.
     """
@@ -128,12 +132,12 @@ def fit(
     bar = tqdm(range(steps), desc="training", disable=not progress)
     for _ in bar:
         index = torch.randint(0, data.shape[0], (batch_size,), generator=generator, device=data.device)
-        loss = diffusion_loss(model, data[index], schedule, generator=generator)
+        value = loss(model, data[index], schedule, generator=generator)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         optimizer.step()
         scheduler.step()
-        losses.append(loss.item())
+        losses.append(value.item())
         if len(losses) % 100 == 0:
             bar.set_postfix(loss=f"{sum(losses[-100:]) / 100:.4f}")
     model.eval()
