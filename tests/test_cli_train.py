@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 
 import pytest
 import torch
@@ -156,6 +157,50 @@ def test_reconstruct_reports_missing_files_and_too_few_images(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["reconstruct", "--num-images", "1", "--out", str(tmp_path / "r")])
     assert "argument --num-images: expected a whole number at least 2, got 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_autoencoder_on_photos_and_reconstruct_the_test_photographs(tmp_path, capsys):
+    _needs_lpips()
+    run = tmp_path / "run"
+    assert main(["train", "autoencoder", "--config", "tiny", "--data", "photos", "--out", str(run), "--steps", "2",
+                 "--num-images", "16", "--batch-size", "4"]) == 0
+    data = json.loads((run / "run.json").read_text())["runs"][0]["data"]
+    assert data["source"] == "photos" and data["split"] == "train" and "chelsea" not in data["photographs"]
+    out = tmp_path / "rec"
+    assert main(["reconstruct", "--checkpoint", str(run), "--data", "photos", "--num-images", "8", "--out",
+                 str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == "photos" and metrics["photographs"] == ["chelsea", "gravel", "rocket"]
+    assert {"psnr", "lpips", "hf_ratio", "c2st_accuracy", "c2st_ci95"} <= set(metrics)
+    assert "agree_all" not in metrics and metrics["c2st_images"] == 8
+
+
+def test_photos_at_a_size_the_factor_cannot_take_are_refused(tiny_autoencoder, tmp_path, capsys):
+    assert main(["reconstruct", "--checkpoint", str(tiny_autoencoder), "--data", "photos", "--size", "30",
+                 "--no-lpips", "--out", str(tmp_path / "rec")]) == 2
+    assert "image size 30 is not a multiple of 4: the autoencoder downsamples 2 times; use 32" in \
+        capsys.readouterr().err
+    _needs_lpips()
+    assert main(["train", "autoencoder", "--config", "tiny", "--data", "photos", "--image-size", "30", "--out",
+                 str(tmp_path / "run")]) == 2
+    assert "image size 30 is not a multiple of 4" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_scikit_image_is_reported_with_the_install_command(tiny_autoencoder, tmp_path, monkeypatch,
+                                                                     capsys):
+    from tinyldm.data import photos
+
+    photos._photograph.cache_clear()
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage now raises ImportError
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    try:
+        assert main(["reconstruct", "--checkpoint", str(tiny_autoencoder), "--data", "photos", "--no-lpips", "--out",
+                     str(tmp_path / "rec")]) == 2
+    finally:
+        photos._photograph.cache_clear()
+    assert "pip install scikit-image" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -146,10 +146,12 @@ def _run_reconstruct(args: argparse.Namespace) -> dict[str, Path]:
 
     device = _choose_device(args)
     model = load_autoencoder(args.checkpoint or checkpoint_dir("autoencoder-shapes"), device)
-    judge = Judge.from_pretrained(args.judge or checkpoint_dir("judge-shapes")).to(device)
+    judge = None  # the judge reads Shapes only
+    if args.data == "shapes":
+        judge = Judge.from_pretrained(args.judge or checkpoint_dir("judge-shapes")).to(device)
     lpips = None if args.no_lpips else _lpips(device)
     metrics, originals, reconstructions = evaluate_autoencoder(model, args.num_images, args.size, args.seed,
-                                                               judge=judge, lpips=lpips)
+                                                               judge=judge, lpips=lpips, data=args.data)
     print(json.dumps(metrics, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -304,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             written = render_forward(args.out, args.num_images, args.size, args.schedule, args.num_steps,
                                      args.seed, args.frames)
         main_process = distributed.is_main_process()  # asked before the process group closes
-    except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input the parser cannot see
+    except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as err:  # bad input or setup
         print(f"tinyldm {args.command}: error: {err}", file=sys.stderr)
         return 2
     finally:

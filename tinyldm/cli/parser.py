@@ -143,9 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch-size", type=_positive_int, default=None, help=f"{batch} per step")
         sub.add_argument("--num-images", type=_positive_int, default=None,
                          help="distinct training images (default: the preset's Shapes, or every picture of --data)")
-        sub.add_argument("--data", default=None, metavar="DIR|mnist|fashion-mnist",
-                         help="train on your own pictures: a folder with captions.jsonl (or captions.csv) naming "
-                              "each one, or mnist / fashion-mnist (default: Shapes; see data/README.md)")
+        sub.add_argument("--data", default=None, metavar="DIR|photos|mnist|fashion-mnist",
+                         help="train on other pictures: a folder with captions.jsonl (or captions.csv) naming each "
+                              "one, photos (crops of the train photographs that ship with scikit-image), or mnist / "
+                              "fashion-mnist (default: Shapes; see data/README.md)")
         sub.add_argument("--image-size", type=_positive_int, default=None,
                          help="image side in pixels: pictures are resized and centre-cropped to it (default: the "
                               "preset's, 32 or 64)")
@@ -251,12 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=None, help="also write metrics.json and samples.png here")
     device_options(evaluate)
 
-    rec = commands.add_parser("reconstruct", help="encode and decode fresh Shapes images with an autoencoder and "
-                                                  "score the reconstructions: PSNR, LPIPS, judge agreement, FID")
+    rec = commands.add_parser("reconstruct", help="encode and decode fresh test images with an autoencoder and score "
+                                                  "the reconstructions: PSNR, LPIPS, high-frequency ratio, two-sample "
+                                                  "test, and on Shapes judge agreement and FID")
     rec.add_argument("--checkpoint", type=Path, default=None,
                      help="autoencoder folder (default: the shipped data/checkpoints/autoencoder-shapes)")
     rec.add_argument("--judge", type=Path, default=None,
-                     help="judge folder (default: the shipped data/checkpoints/judge-shapes)")
+                     help="judge folder, for Shapes (default: the shipped data/checkpoints/judge-shapes)")
+    rec.add_argument("--data", choices=("shapes", "photos"), default="shapes",
+                     help="the test images: Shapes' test split, or crops of the test photographs (chelsea, gravel, "
+                          "rocket), which training on --data photos never sees (default shapes)")
     rec.add_argument("--num-images", type=_int_in(2), default=512,
                      help="test-split images to reconstruct (default 512, at least 2)")
     rec.add_argument("--seed", type=_seed, default=1, help="seed of the test-split images (default 1)")

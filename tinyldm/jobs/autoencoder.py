@@ -4,7 +4,8 @@ Like ``tinyldm.jobs.pixel`` for the pixel model, each job is a plain function wi
 the notebook and the tests call alike. The presets: ``tiny`` for a quick look (f = 4, a minute or two on a CPU),
 ``small`` for the shipped 32x32 checkpoint (f = 4: 32x32x3 -> 8x8x4, about 20 minutes on one CPU core), ``full``
 for 64x64 images on a GPU (f = 8, the factor of Stable Diffusion's autoencoder: 64x64x3 -> 8x8x4). With
-``data=`` it learns your own pictures instead of Shapes: the autoencoder to give ``train_ldm`` on that data.
+``data=`` it learns your own pictures instead of Shapes: the autoencoder to give ``train_ldm`` on that data; with
+``data="photos"`` crops of photographs (``tinyldm.data.photos``), whose texture Shapes lacks.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from torch import Tensor, nn
 
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
+from tinyldm.data.photos import TEST_PHOTOS, photos_tensor
 from tinyldm.data.shapes import shapes_tensor
-from tinyldm.data.training_set import training_set
+from tinyldm.data.training_set import PHOTOS, training_set
 from tinyldm.evaluation.judge import Judge
 from tinyldm.evaluation.metrics import evaluate_reconstructions
+from tinyldm.evaluation.spectrum import high_frequency_ratio
+from tinyldm.evaluation.two_sample import classifier_two_sample_test
 from tinyldm.jobs.common import pick_preset, record_run, with_overrides
 from tinyldm.runtime import seeded
 from tinyldm.training import distributed
@@ -33,10 +37,11 @@ from tinyldm.training.speed import SpeedConfig
 from tinyldm.viz.images import tile
 
 __all__ = ["AutoencoderPreset", "AUTOENCODER_PRESETS", "train_autoencoder_preset", "load_autoencoder",
-           "reconstruct", "evaluate_autoencoder", "plot_reconstructions", "ERROR_SCALE"]
+           "reconstruct", "evaluate_autoencoder", "plot_reconstructions", "ERROR_SCALE", "EVALUATION_DATA"]
 
 ERROR_SCALE = 0.25  # mean absolute error (on the [0, 1] scale) drawn brightest in the error maps
 _LPIPS_MIN_SIZE = 31  # LPIPS' AlexNet shrinks smaller images to nothing before its last layer
+EVALUATION_DATA = ("shapes", PHOTOS)  # what evaluate_autoencoder reconstructs: Shapes or crops of the test photographs
 
 
 @dataclass
@@ -93,7 +98,8 @@ def train_autoencoder_preset(preset: str, out: str | Path, device: torch.device,
         resume: continue the run saved in ``out``.
         progress: show the progress bar.
         lpips: an already-built ``tinyldm.perceptual.LPIPS`` to use; built here when None and the preset needs it.
-        data, strict: the training pictures (see ``tinyldm.data.training_set``); None for Shapes.
+        data, strict: the training pictures (see ``tinyldm.data.training_set``); None for Shapes, "photos" for
+            crops of the train photographs.
         image_size: the image side instead of the preset's; a multiple of the factor f.
         speed: GPU speed switches (``tinyldm.training.speed``); the defaults when None.
         checkpoint_every: steps between checkpoints instead of the preset's (0: only at the end).
@@ -150,22 +156,38 @@ def reconstruct(model: AutoencoderKL, images: Tensor, batch_size: int = 256, sam
 
 
 def evaluate_autoencoder(model: AutoencoderKL, num_images: int = 512, image_size: int = 32, seed: int = 1,
-                         judge: Judge | None = None, lpips: nn.Module | None = None
+                         judge: Judge | None = None, lpips: nn.Module | None = None, data: str = "shapes"
                          ) -> tuple[dict[str, float], Tensor, Tensor]:
-    """Reconstruct ``num_images`` fresh Shapes test-split images and score the reconstructions.
+    """Reconstruct ``num_images`` fresh test images and score the reconstructions.
 
-    The training set is the train split (seed 0); the test split draws from other generator streams, so none of
-    these images was seen in training.
+    With ``data="shapes"`` they are Shapes test-split images: the training set is the train split (seed 0) and
+    the test split draws from other generator streams. With ``data="photos"`` they are crops of the test
+    photographs (``tinyldm.data.photos.TEST_PHOTOS``), which no training run on photos sees; the judge, which
+    reads Shapes, is not used there.
 
     Returns:
-        (the metrics of ``tinyldm.evaluation.metrics.evaluate_reconstructions`` plus the settings, the originals
-        (N, 3, S, S), the reconstructions (N, 3, S, S)).
+        (the metrics of ``tinyldm.evaluation.metrics.evaluate_reconstructions``, the high-frequency ratio
+        ("hf_ratio", ``tinyldm.evaluation.spectrum``), the classifier two-sample test ("c2st_accuracy",
+        "c2st_stderr", "c2st_ci95", "c2st_p_value", "c2st_images", ``tinyldm.evaluation.two_sample``, seeded by
+        ``seed``) and the settings; the originals (N, 3, S, S); the reconstructions (N, 3, S, S)).
     """
-    originals = shapes_tensor(num_images, image_size, seed=seed, split="test")
+    if data not in EVALUATION_DATA:
+        raise ValueError(f"unknown evaluation data {data!r}; use one of {EVALUATION_DATA}")
+    model.config.check_image_size(image_size)
+    if data == PHOTOS:
+        originals, judge = photos_tensor(num_images, image_size, seed=seed, split="test"), None
+    else:
+        originals = shapes_tensor(num_images, image_size, seed=seed, split="test")
     reconstructions = reconstruct(model, originals)
     metrics = evaluate_reconstructions(originals, reconstructions, judge=judge, lpips=lpips)
-    settings = {"seed": seed, "split": "test", "image_size": image_size,
+    metrics["hf_ratio"] = high_frequency_ratio(originals, reconstructions)
+    c2st = classifier_two_sample_test(originals, reconstructions, seed=seed)
+    metrics.update({"c2st_accuracy": c2st.accuracy, "c2st_stderr": c2st.stderr, "c2st_ci95": list(c2st.ci95),
+                    "c2st_p_value": c2st.p_value, "c2st_images": c2st.num_test})
+    settings = {"data": data, "seed": seed, "split": "test", "image_size": image_size,
                 "downsampling_factor": model.downsampling_factor, "scale_factor": model.scale_factor.item()}
+    if data == PHOTOS:
+        settings["photographs"] = list(TEST_PHOTOS)
     return {**settings, **metrics}, originals, reconstructions
 
 
