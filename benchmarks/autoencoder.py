@@ -1,15 +1,22 @@
-"""How faithful and how fast an autoencoder is: reconstruction metrics on fresh Shapes images, encode/decode speed.
+"""How faithful and how fast an autoencoder is: reconstruction metrics on fresh test images, encode/decode speed.
 
 Measures, for a checkpoint (by default the shipped ``data/checkpoints/autoencoder-shapes``):
 
-- reconstruction quality on Shapes test-split images that training never saw (``tinyldm.jobs.autoencoder.
-  evaluate_autoencoder``): PSNR (mean and worst image), LPIPS, how often the judge reads the same colour, shape,
-  size and position on original and reconstruction, and the judge-feature FID between the two sets;
+- reconstruction quality on test images that training never saw (``tinyldm.jobs.autoencoder.evaluate_autoencoder``):
+  Shapes' test split, or with ``--data photos`` crops of the test photographs (chelsea, gravel, rocket); PSNR (mean
+  and worst image), LPIPS, the high-frequency ratio (``tinyldm.evaluation.spectrum``: about 1 keeps the texture,
+  well below 1 is blur), the classifier two-sample test (``tinyldm.evaluation.two_sample``: 50% means a fresh
+  classifier cannot tell reconstructions from originals) and, on Shapes, how often the judge reads the same colour,
+  shape, size and position on original and reconstruction, and the judge-feature FID between the two sets;
 - the compression: latent shape, numbers per image before and after, parameters of encoder and decoder;
 - throughput: images per second through the encoder (to the posterior mean) and through the decoder, in batches,
   the best of a few repeats after a warm-up.
 
-Usage: ``python benchmarks/autoencoder.py [--checkpoint DIR] [--num-images 1024] [--batch-size 64] [--json out.json]``.
+With ``--checkpoints A B C`` it scores several autoencoders on the same test images and prints one table row each
+(the scores only, no timing): the trade-off table of lesson 4.
+
+Usage: ``python benchmarks/autoencoder.py [--checkpoint DIR] [--num-images 1024] [--batch-size 64] [--json out.json]``
+or ``python benchmarks/autoencoder.py --data photos --size 64 --checkpoints A B C``.
 LPIPS needs torchvision's AlexNet weights (online once, or ``TINYLDM_LPIPS_WEIGHTS``; ``--no-lpips`` skips it).
 Timings on a shared machine vary with its load; run it on an idle one for numbers you report.
 """
@@ -17,6 +24,7 @@ Timings on a shared machine vary with its load; run it on an idle one for number
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -28,9 +36,8 @@ from report import (  # benchmarks/report.py: scripts run from here, so it impor
     report,
 )
 
-from tinyldm.data.shapes import shapes_tensor
 from tinyldm.evaluation.judge import Judge
-from tinyldm.jobs.autoencoder import evaluate_autoencoder, load_autoencoder
+from tinyldm.jobs.autoencoder import EVALUATION_DATA, evaluate_autoencoder, load_autoencoder
 from tinyldm.perceptual import LPIPS
 from tinyldm.pretrained import checkpoint_dir
 
@@ -54,10 +61,37 @@ def images_per_second(fn, inputs: torch.Tensor, device: torch.device, repeats: i
     return inputs.shape[0] / best
 
 
+def compare(folders: list[Path], data: str, num_images: int, size: int, seed: int, judge: Judge | None,
+            lpips: LPIPS | None, device: torch.device, json_path: Path | None) -> None:
+    """Score each autoencoder on the same test images and print one row each: PSNR, LPIPS, high-frequency ratio,
+    two-sample accuracy with its standard error."""
+    rows = {}
+    for folder in folders:
+        model = load_autoencoder(folder, device)
+        rows[str(folder)] = evaluate_autoencoder(model, num_images, size, seed, judge=judge, lpips=lpips,
+                                                 data=data)[0]
+    width = max(len("checkpoint"), *map(len, rows))
+    print(f"{data} test images: {num_images} at {size}x{size}, seed {seed}")
+    print(f"{'checkpoint':<{width}}  {'PSNR dB':>8}  {'LPIPS':>7}  {'HF ratio':>8}  {'2-sample acc':>14}")
+    for name, m in rows.items():
+        lpips_text = f"{m['lpips']:.4f}" if "lpips" in m else "-"
+        print(f"{name:<{width}}  {m['psnr']:>8.2f}  {lpips_text:>7}  {m['hf_ratio']:>8.3f}  "
+              f"{m['c2st_accuracy']:>7.3f} ± {m['c2st_stderr']:.3f}")
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"data": data, "num_images": num_images, "size": size, "seed": seed,
+                                         "rows": rows}, indent=2) + "\n")
+        print(f"wrote {json_path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=None, help="autoencoder folder (default: the shipped one)")
-    parser.add_argument("--judge", type=Path, default=None, help="judge folder (default: the shipped one)")
+    parser.add_argument("--checkpoints", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="several autoencoder folders: one table row each, the scores only")
+    parser.add_argument("--data", choices=EVALUATION_DATA, default="shapes",
+                        help="test images: Shapes' test split, or crops of the test photographs (default shapes)")
+    parser.add_argument("--judge", type=Path, default=None, help="judge folder, for Shapes (default: the shipped one)")
     parser.add_argument("--num-images", type=int, default=1024, help="test-split images to reconstruct")
     parser.add_argument("--seed", type=int, default=1, help="seed of the test-split images")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels")
@@ -67,16 +101,22 @@ def main() -> None:
     machine_options(parser)
     args = parser.parse_args()
     device = chosen_device(args)
+    judge = None
+    if args.data == "shapes":
+        judge = Judge.from_pretrained(args.judge or checkpoint_dir("judge-shapes")).to(device)
+    lpips = None if args.no_lpips else LPIPS().to(device)
+    if args.checkpoints:
+        compare(args.checkpoints, args.data, args.num_images, args.size, args.seed, judge, lpips, device, args.json)
+        return
     folder = args.checkpoint or checkpoint_dir("autoencoder-shapes")
     model = load_autoencoder(folder, device)
-    judge = Judge.from_pretrained(args.judge or checkpoint_dir("judge-shapes")).to(device)
-    lpips = None if args.no_lpips else LPIPS().to(device)
 
     start = time.perf_counter()
-    metrics, _, _ = evaluate_autoencoder(model, args.num_images, args.size, args.seed, judge=judge, lpips=lpips)
+    metrics, originals, _ = evaluate_autoencoder(model, args.num_images, args.size, args.seed, judge=judge,
+                                                 lpips=lpips, data=args.data)
     evaluation_seconds = time.perf_counter() - start
 
-    x = shapes_tensor(args.batch_size, args.size, seed=args.seed, split="test").to(device)
+    x = originals[:args.batch_size].to(device)
     z = model.encode(x).mode()  # (B, C, H/f, W/f)
     encode_rate = images_per_second(lambda b: model.encode(b).mode(), x, device, args.repeats)
     decode_rate = images_per_second(model.decode, z, device, args.repeats)
