@@ -2,10 +2,10 @@
 
 The layout (the same as Hugging Face's ``imagefolder`` with a metadata file)::
 
-    photos/
+    pictures/
         captions.jsonl      {"file": "cat01.png", "caption": "a black cat on a sofa"}   one object per line
         cat01.png
-        walks/dog07.jpg     a name may include sub-folders, relative to photos/
+        walks/dog07.jpg     a name may include sub-folders, relative to pictures/
 
 The caption file is ``captions.jsonl`` or ``captions.csv`` (header ``file,caption``); Hugging Face's
 ``metadata.jsonl`` / ``metadata.csv`` are read too. A line names its picture with ``file`` (or ``file_name``) and
