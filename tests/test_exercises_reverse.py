@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tinyldm.exercises.reverse import check_ddim_step, check_posterior_mean, check_v_to_eps
+from tinyldm.schedule import NoiseSchedule
 
 
 def _ab(schedule, t):
@@ -69,3 +70,34 @@ def test_unfinished_exercises_are_reported_not_failed(checker, capsys):
     checker(unfinished)
     checker(lambda *args: None)
     assert capsys.readouterr().out.count("[todo]") == 2
+
+
+def test_check_fewest_ddim_steps_accepts_a_count_within_a_factor_two_of_the_fewest(monkeypatch, capsys):
+    from tinyldm.exercises import reverse
+
+    distances = {10: 0.11, 20: 0.055, 30: 0.035, 40: 0.03, 80: 0.025, 160: 0.022}
+    monkeypatch.setattr(reverse, "ddim_distance", lambda model, schedule, steps: distances[steps])
+    schedule = NoiseSchedule.linear(1000)
+    reverse.check_fewest_ddim_steps(lambda: 40, None, schedule)
+    assert "[ok] fewest_ddim_steps: 40 steps" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="Hint: take more steps"):
+        reverse.check_fewest_ddim_steps(lambda: 20, None, schedule)
+    with pytest.raises(AssertionError, match="80 steps are also close enough"):
+        reverse.check_fewest_ddim_steps(lambda: 160, None, schedule)
+    with pytest.raises(AssertionError, match="an int in"):
+        reverse.check_fewest_ddim_steps(lambda: 2000, None, schedule)
+    reverse.check_fewest_ddim_steps(lambda: None, None, schedule)
+    assert "[todo]" in capsys.readouterr().out
+
+
+def test_ddim_distance_is_seeded_and_large_for_a_model_that_knows_nothing():
+    from tinyldm.exercises.reverse import ddim_distance
+
+    schedule = NoiseSchedule.linear(1000)
+
+    def knows_nothing(xt, t):
+        return torch.zeros_like(xt)  # "there is no noise": DDIM then rescales x_T, a round blob, not two moons
+
+    first = ddim_distance(knows_nothing, schedule, 20, n=500)
+    assert first == ddim_distance(knows_nothing, schedule, 20, n=500)
+    assert first > 0.3

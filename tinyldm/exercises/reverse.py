@@ -6,12 +6,15 @@ from typing import Callable
 
 import torch
 
+from tinyldm.data.toy import toy_2d
 from tinyldm.diffusion import q_posterior, v_to_eps
+from tinyldm.evaluation.distances import sliced_wasserstein
 from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
-from tinyldm.sampling import ddim_step
+from tinyldm.sampling import ddim_sample, ddim_step
 from tinyldm.schedule import NoiseSchedule
 
-__all__ = ["check_posterior_mean", "check_ddim_step", "check_v_to_eps"]
+__all__ = ["check_posterior_mean", "check_ddim_step", "check_v_to_eps", "ddim_distance", "check_fewest_ddim_steps",
+           "FEWEST_STEPS_DISTANCE"]
 
 
 def _inputs(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,3 +84,37 @@ def check_ddim_step(fn: Callable[..., torch.Tensor]) -> None:
             return
         expect_close(name, got, ddim_step(eps_pred, t, t_prev, xt, schedule), hint=hint, atol=1e-3)
     passed(name, "takes deterministic DDIM steps of any size, down to x0")
+
+
+FEWEST_STEPS_DISTANCE = 0.04  # how close to the data the samples must come (sliced Wasserstein distance)
+
+
+@torch.no_grad()
+def ddim_distance(model: Callable[..., torch.Tensor], schedule: NoiseSchedule, steps: int, n: int = 4000) -> float:
+    """Sliced Wasserstein distance between ``n`` deterministic DDIM samples of the 2-D moons model and 20,000
+    fresh data points, with the starting noise and the projections seeded as in lesson 2's comparison."""
+    device = schedule.betas.device
+    x = ddim_sample(model, (n, 2), schedule, steps=steps, eta=0.0, generator=torch.Generator(device).manual_seed(1),
+                    progress=False).cpu()
+    truth = toy_2d(20_000, "moons", seed=3)
+    return sliced_wasserstein(x, truth, num_projections=128, generator=torch.Generator().manual_seed(0)).item()
+
+
+def check_fewest_ddim_steps(fn: Callable[[], int], model: Callable[..., torch.Tensor], schedule: NoiseSchedule) -> None:
+    """Experiment: ``fn() -> steps``, about the fewest deterministic DDIM steps whose samples come within
+    FEWEST_STEPS_DISTANCE of the data: the checker accepts ``steps`` if it is close enough and half as many is not."""
+    name = "fewest_ddim_steps"
+    steps = attempt(fn)
+    if steps is NOT_ATTEMPTED:
+        return not_attempted(name)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= schedule.num_steps:
+        raise AssertionError(f"{name}: return a number of steps, an int in [1, {schedule.num_steps}], got {steps!r}")
+    distance = ddim_distance(model, schedule, steps)
+    if distance > FEWEST_STEPS_DISTANCE:
+        raise AssertionError(f"{name}: with {steps} steps the samples are {distance:.3f} from the data, more than "
+                             f"{FEWEST_STEPS_DISTANCE}. Hint: take more steps")
+    half = steps // 2
+    if half >= 1 and (half_distance := ddim_distance(model, schedule, half)) <= FEWEST_STEPS_DISTANCE:
+        raise AssertionError(f"{name}: {half} steps are also close enough ({half_distance:.3f}). Hint: fewer steps")
+    return passed(name, f"{steps} steps: distance {distance:.3f} <= {FEWEST_STEPS_DISTANCE}, and {half} steps are "
+                        "not enough")
