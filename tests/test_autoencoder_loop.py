@@ -1,6 +1,7 @@
 """The autoencoder's two-optimiser loop (the losses fall, resuming is exact, bad runs stop with a clear message)
 and the jobs around it."""
 
+import dataclasses
 import json
 import os
 
@@ -9,7 +10,14 @@ import torch
 
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL, estimate_scale_factor
 from tinyldm.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
-from tinyldm.jobs.autoencoder import plot_reconstructions, reconstruct, train_autoencoder_preset
+from tinyldm.jobs.autoencoder import (
+    AUTOENCODER_PRESETS,
+    LOSS_RECIPES,
+    plot_reconstructions,
+    reconstruct,
+    train_autoencoder_preset,
+    with_loss_recipe,
+)
 from tinyldm.perceptual import LPIPS_WEIGHTS_VAR
 from tinyldm.runtime import seeded
 from tinyldm.training.autoencoder_loop import (
@@ -76,6 +84,36 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path):
         assert torch.equal(a, b)
     saved = AutoencoderKL.from_pretrained(tmp_path / "split")
     assert torch.equal(saved.scale_factor, whole.model.scale_factor)
+
+
+def test_resume_across_the_discriminator_warm_up_repeats_the_run_exactly(tmp_path):
+    # The discriminator trains from step 2, alone until its term joins the autoencoder's loss at step 4; the run
+    # stops at step 3, inside the warm-up, and resumes past it.
+    data, config = _data(), _config(steps=7, checkpoint_every=3)
+    whole = train_autoencoder(_model(), _loss(disc_warmup=2), data, config, out=tmp_path / "whole", progress=False)
+    assert [("d_loss" in r, r["adaptive_weight"] > 0) for r in whole.records] == [
+        (False, False), (False, False), (True, False), (True, False), (True, True), (True, True), (True, True)]
+    train_autoencoder(_model(), _loss(disc_warmup=2), data, config, out=tmp_path / "split", progress=False, until=3)
+    resumed = train_autoencoder(_model(), _loss(disc_warmup=2), data, config, out=tmp_path / "split", resume=True,
+                                progress=False)
+    assert resumed.steps_run == 4 and resumed.records == whole.records
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"different settings \(loss.disc_warmup: saved 2, now 0\)"):
+        train_autoencoder(_model(), _loss(), data, _config(steps=8, checkpoint_every=3), out=tmp_path / "split",
+                          resume=True, progress=False)
+
+
+def test_a_spectral_norm_discriminator_resumes_exactly(tmp_path):
+    # Its power iteration's vectors change at every forward pass: the checkpoint must carry them.
+    data, config = _data(), _config(steps=5, checkpoint_every=2)
+    whole = train_autoencoder(_model(), _loss(disc_norm="spectral"), data, config, out=tmp_path / "whole",
+                              progress=False)
+    train_autoencoder(_model(), _loss(disc_norm="spectral"), data, config, out=tmp_path / "split", progress=False,
+                      until=3)
+    resumed = train_autoencoder(_model(), _loss(disc_norm="spectral"), data, config, out=tmp_path / "split",
+                                resume=True, progress=False)
+    assert resumed.records == whole.records and "d_loss" in whole.records[-1]
 
 
 def test_a_resume_drops_log_lines_written_after_the_checkpoint(tmp_path):
@@ -200,6 +238,44 @@ def test_the_reconstruction_figure_has_three_labelled_rows():
     assert fig.axes[2].images[0].get_array().shape == (16 + 4, 3 * 18 + 2)  # one strip of 3 images, 2 px gaps
     with pytest.raises(ValueError, match=r"one shape, got \(4, 3, 16, 16\) and \(3, 3, 16, 16\)"):
         plot_reconstructions(x, x[:3])
+
+
+def test_loss_recipes_change_only_the_loss():
+    preset = AUTOENCODER_PRESETS["small"]
+    assert with_loss_recipe(preset, None) is preset  # the default: the preset's own loss, untouched
+    mse, lpips, gan = (with_loss_recipe(preset, name).loss for name in LOSS_RECIPES)
+    assert (mse.pixel_loss, mse.perceptual_weight, mse.disc_weight) == ("l2", 0.0, 0.0)
+    assert (lpips.pixel_loss, lpips.perceptual_weight, lpips.disc_weight) == ("l1", 1.0, 0.0)
+    assert (gan.pixel_loss, gan.perceptual_weight, gan.disc_weight) == ("l1", 1.0, 0.1)
+    assert gan.disc_start == preset.loss.disc_start and gan.disc_channels == preset.loss.disc_channels
+    assert gan.disc_warmup == 0 and mse.kl_weight == lpips.kl_weight == gan.kl_weight == preset.loss.kl_weight
+    for name in LOSS_RECIPES:
+        changed = with_loss_recipe(preset, name)
+        assert (changed.autoencoder, changed.image_size, changed.num_images) == (preset.autoencoder, 32, 10_000)
+        # only the gan recipe touches the loop: its discriminator learns as fast as the autoencoder
+        expected = dataclasses.replace(preset.train, disc_lr=preset.train.lr) if name == "gan" else preset.train
+        assert changed.train == expected
+    assert preset.train.disc_lr == 2e-4 and preset.loss.disc_weight == 0.5  # the shipped recipe is untouched
+    assert with_loss_recipe(AUTOENCODER_PRESETS["tiny"], "mse").loss.disc_weight == 0
+    with pytest.raises(ValueError, match=r"unknown loss recipe 'wgan'; use one of \('mse', 'lpips', 'gan'\)"):
+        with_loss_recipe(preset, "wgan")
+
+
+def test_the_loss_recipe_is_recorded_and_mse_needs_no_lpips(tmp_path):
+    run = tmp_path / "mse"
+    result = train_autoencoder_preset("tiny", run, torch.device("cpu"), steps=2, batch_size=2, num_images=4,
+                                      image_size=16, progress=False, loss="mse")
+    assert "l2" in result.records[-1] and "d_loss" not in result.records[-1]
+    settings = json.loads((run / "train_config.json").read_text())
+    assert settings["loss_recipe"] == "mse" and settings["loss"]["pixel_loss"] == "l2"
+    assert settings["loss"]["perceptual_weight"] == 0 and settings["loss"]["disc_weight"] == 0
+    assert json.loads((run / "run.json").read_text())["runs"][0]["loss_recipe"] == "mse"
+    resumed = train_autoencoder_preset("tiny", run, torch.device("cpu"), steps=3, batch_size=2, num_images=4,
+                                       image_size=16, progress=False, resume=True, loss="mse")
+    assert resumed.steps_run == 1
+    with pytest.raises(ValueError, match="image size 16 is too small for the tiny preset's LPIPS loss"):
+        train_autoencoder_preset("tiny", tmp_path / "lpips", torch.device("cpu"), steps=2, image_size=16,
+                                 progress=False, loss="lpips")
 
 
 def test_an_unknown_preset_is_named(tmp_path):

@@ -77,10 +77,12 @@ def test_config_round_trips_through_json_and_builds_its_discriminator():
 @pytest.mark.parametrize("field, value, message", [
     ("pixel_loss", "l3", r"pixel_loss must be one of \('l1', 'l2'\), got 'l3'"),
     ("disc_loss", "wgan", r"disc_loss must be one of \('hinge', 'vanilla'\), got 'wgan'"),
-    ("disc_norm", "layer", r"disc_norm must be one of \('group', 'batch'\), got 'layer'"),
+    ("disc_norm", "layer", r"disc_norm must be one of \('group', 'batch', 'spectral'\), got 'layer'"),
     ("kl_weight", -1.0, "kl_weight must be a finite number >= 0, got -1.0"),
     ("disc_weight", float("nan"), "disc_weight must be a finite number >= 0, got nan"),
     ("disc_start", -5, "disc_start must be an int >= 0, got -5"),
+    ("disc_warmup", -1, "disc_warmup must be an int >= 0, got -1"),
+    ("disc_warmup", 2.5, "disc_warmup must be an int >= 0, got 2.5"),
     ("disc_layers", 0, "num_layers must be a positive int, got 0"),
 ])
 def test_bad_configs_are_named(field, value, message):
@@ -160,6 +162,25 @@ def test_gan_waits_for_disc_start_then_adds_the_adaptive_term(batch):
     assert all(p.grad is None for p in loss_fn.discriminator.parameters())  # the generator step leaves D alone
     assert all(p.requires_grad for p in loss_fn.discriminator.parameters())
     assert model.last_layer.grad is not None
+
+
+def test_the_discriminator_warms_up_alone_before_its_term_joins(batch):
+    model, x, reconstruction, posterior = batch
+    config = AutoencoderLossConfig(**{**config_to_dict(NO_LPIPS), "disc_warmup": 3})  # D from step 2, GAN from 5
+    loss_fn = AutoencoderLoss(config, generator=torch.Generator().manual_seed(0))
+    assert [loss_fn.discriminator_active(s) for s in range(7)] == [False, False, True, True, True, True, True]
+    assert [loss_fn.adversarial_active(s) for s in range(7)] == [False] * 5 + [True] * 2
+    nll = (reconstruction - x).abs().mean()
+    for step in (2, 4):  # warming up: the discriminator trains, the autoencoder's loss has no GAN term
+        d_loss, d_logs = loss_fn.discriminator_loss(x, reconstruction, step)
+        assert d_loss.requires_grad and d_logs["d_loss"] > 0
+        loss, logs = loss_fn.generator_loss(x, reconstruction, posterior, step, model.last_layer)
+        torch.testing.assert_close(loss, nll + 1e-6 * posterior.kl().mean())
+        assert logs["g_loss"] == 0 and logs["adaptive_weight"] == 0
+    loss, logs = loss_fn.generator_loss(x, reconstruction, posterior, 5, model.last_layer)
+    assert logs["adaptive_weight"] > 0 and logs["g_loss"] != 0
+    without = AutoencoderLoss(NO_LPIPS, generator=torch.Generator().manual_seed(0))
+    assert without.adversarial_active(2) and AutoencoderLossConfig().disc_warmup == 0  # off unless asked for
 
 
 def test_discriminator_loss_detaches_the_reconstruction(batch):

@@ -57,6 +57,7 @@ def test_same_seed_same_pictures(tmp_path):
          "unknown preset 'huge'; choose from full, small, tiny"),
         (["train", "autoencoder", "--config", "tiny"], "the following arguments are required: --out"),
         (["train", "autoencoder", "--out", "x", "--factor", "3"], "argument --factor: invalid choice: 3"),
+        (["train", "autoencoder", "--out", "x", "--loss", "wgan"], "argument --loss: invalid choice: 'wgan'"),
         (["train", "autoencoder", "--out", "x", "--factor", "four"], "argument --factor: invalid int value"),
         (["train", "autoencoder", "--out", "x", "--batch-size", "-2"], "expected a positive whole number, got -2"),
         (["train", "vqgan", "--out", "x"], "invalid choice: 'vqgan'"),

@@ -176,6 +176,20 @@ def test_train_autoencoder_on_photos_and_reconstruct_the_test_photographs(tmp_pa
     assert "agree_all" not in metrics and metrics["c2st_images"] == 8
 
 
+@pytest.mark.slow
+def test_train_autoencoder_with_a_loss_recipe_records_it(tmp_path, capsys):
+    # mse needs no LPIPS weights; the recipe reaches the loss, the settings and the run record
+    run = tmp_path / "mse"
+    assert main(["train", "autoencoder", "--config", "tiny", "--data", "photos", "--loss", "mse", "--out", str(run),
+                 "--steps", "2", "--num-images", "8", "--batch-size", "2"]) == 0
+    assert "tiny preset, mse loss" in capsys.readouterr().out
+    settings = json.loads((run / "train_config.json").read_text())
+    assert settings["loss_recipe"] == "mse" and settings["loss"]["pixel_loss"] == "l2"
+    assert (settings["loss"]["perceptual_weight"], settings["loss"]["disc_weight"]) == (0, 0)
+    assert json.loads((run / "run.json").read_text())["runs"][0]["loss_recipe"] == "mse"
+    assert "l2" in json.loads((run / "loss.jsonl").read_text().splitlines()[-1])
+
+
 def test_photos_at_a_size_the_factor_cannot_take_are_refused(tiny_autoencoder, tmp_path, capsys):
     assert main(["reconstruct", "--checkpoint", str(tiny_autoencoder), "--data", "photos", "--size", "30",
                  "--no-lpips", "--out", str(tmp_path / "rec")]) == 2

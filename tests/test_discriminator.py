@@ -55,7 +55,7 @@ def test_too_small_images_and_wrong_channels_are_named():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("norm", "layer", r"norm must be one of \('group', 'batch'\), got 'layer'"),
+    ("norm", "layer", r"norm must be one of \('group', 'batch', 'spectral'\), got 'layer'"),
     ("num_layers", 0, "num_layers must be a positive int, got 0"),
 ])
 def test_bad_configs_are_named(field, value, message):
@@ -76,6 +76,23 @@ def test_init_is_dcgan_and_seedable(norm, layer):
     assert all(m.bias is None or m.bias.abs().max() == 0 for m in convs)
     norms = [m for m in a.modules() if isinstance(m, layer)]
     assert len(norms) == 2 and all(abs(m.weight.mean().item() - 1) < 0.02 for m in norms)
+
+
+def test_spectral_norm_bounds_every_layer_and_is_seedable():
+    config = DiscriminatorConfig(base_channels=8, num_layers=2, norm="spectral")
+    a, b, c = (PatchDiscriminator(config, generator=torch.Generator().manual_seed(s)) for s in (0, 0, 1))
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name  # weights and the power iteration's vectors
+    assert not torch.equal(a.state_dict()["layers.0.parametrizations.weight.0._u"],
+                           c.state_dict()["layers.0.parametrizations.weight.0._u"])
+    assert not [m for m in a.modules() if isinstance(m, (torch.nn.GroupNorm, torch.nn.BatchNorm2d))]
+    a.train()
+    for _ in range(20):  # one power iteration per training forward pass
+        a(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)))
+    convs = [m for m in a.layers if isinstance(m, torch.nn.Conv2d)]
+    sigmas = [torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item() for m in convs]
+    assert len(sigmas) == 4 and all(abs(s - 1) < 0.05 for s in sigmas)
+    assert a.receptive_field() == 34 and a(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 6, 6)
 
 
 def test_hinge_losses_by_hand():

@@ -9,6 +9,10 @@ Each term fixes a failure of the others (Esser et al. 2021, Sec. 3.1; Rombach et
 - A patch discriminator (``tinyldm.discriminator``) calls blurry or artificial patches fake. It joins only after
   ``disc_start`` steps, once reconstructions are already decent, and its term is weighted adaptively so that its
   gradient on the decoder's last layer is as large as the reconstruction loss's (Esser et al. 2021, Eq. 7).
+  ``disc_warmup`` lets the discriminator train alone for a while before its term joins. On photographs that
+  alone does not save the game at ``disc_weight`` 0.5: the autoencoder fools a well-trained discriminator within
+  a few steps and it falls back to a constant output; a GAN weight of 0.1 keeps it learning (the measurements are
+  in ``tinyldm.jobs.autoencoder.with_loss_recipe``).
 
 The generator (encoder + decoder) and the discriminator have separate losses and optimisers; a training loop calls
 ``generator_loss`` and ``discriminator_loss`` in turn.
@@ -80,12 +84,15 @@ class AutoencoderLossConfig:
     # LDM's 1e-6 sits against a per-image *sum* over pixels, so it is H*W*C times weaker than the same number here.
     kl_weight: float = 1e-6
     disc_weight: float = 0.5  # weight of the GAN term on top of the adaptive weight; 0 turns the GAN off
-    disc_start: int = 2000  # generator step at which the GAN term and the discriminator's training begin
+    disc_start: int = 2000  # generator step at which the discriminator's training begins
+    # Steps after disc_start during which the discriminator trains alone, before its term enters the autoencoder's
+    # loss (at disc_start + disc_warmup); 0: both start together, as in taming.
+    disc_warmup: int = 0
     disc_loss: str = "hinge"  # "hinge" (taming) or "vanilla" (non-saturating cross-entropy)
     image_channels: int = 3  # channels of the images, the discriminator's input (1 or 3 when LPIPS is on)
     disc_channels: int = 64  # DiscriminatorConfig.base_channels
     disc_layers: int = 3  # DiscriminatorConfig.num_layers: 3 judges 70x70 patches, 2 judges 34x34
-    disc_norm: str = "group"  # DiscriminatorConfig.norm: "group" or "batch"
+    disc_norm: str = "group"  # DiscriminatorConfig.norm: "group", "batch" or "spectral"
     disc_groups: int = 32  # DiscriminatorConfig.groups
     max_adaptive_weight: float = 1e4  # clamp of the adaptive weight (Esser et al. 2021 code)
 
@@ -112,8 +119,10 @@ class AutoencoderLossConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 raise ValueError(f"AutoencoderLossConfig.{name} must be a finite number >= 0, got {value!r}")
-        if isinstance(self.disc_start, bool) or not isinstance(self.disc_start, int) or self.disc_start < 0:
-            raise ValueError(f"AutoencoderLossConfig.disc_start must be an int >= 0, got {self.disc_start!r}")
+        for name in ("disc_start", "disc_warmup"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"AutoencoderLossConfig.{name} must be an int >= 0, got {value!r}")
         if self.perceptual_weight > 0 and self.image_channels not in (1, 3):
             raise ValueError(f"LPIPS needs RGB or grey images, but image_channels={self.image_channels}; set "
                              "perceptual_weight=0")
@@ -158,8 +167,13 @@ class AutoencoderLoss(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def discriminator_active(self, step: int) -> bool:
-        """Whether the GAN term is on at generator step ``step`` (and the discriminator should be trained)."""
+        """Whether the discriminator trains at generator step ``step`` (from ``disc_start`` on)."""
         return self.discriminator is not None and step >= self.config.disc_start
+
+    def adversarial_active(self, step: int) -> bool:
+        """Whether the GAN term is in the autoencoder's loss at generator step ``step``: from
+        ``disc_start + disc_warmup`` on, once the discriminator has trained alone for ``disc_warmup`` steps."""
+        return self.discriminator is not None and step >= self.config.disc_start + self.config.disc_warmup
 
     def _perceptual(self, x: Tensor, reconstruction: Tensor) -> Tensor:
         if x.shape[1] == 1:  # LPIPS's backbone wants RGB: grey images are repeated over three channels
@@ -169,7 +183,8 @@ class AutoencoderLoss(nn.Module):
     def generator_loss(self, x: Tensor, reconstruction: Tensor, posterior: DiagonalGaussian, step: int,
                        last_layer: Tensor, average: Callable[[Tensor], Tensor] | None = None
                        ) -> tuple[Tensor, dict[str, float]]:
-        """The encoder-decoder loss: nll + kl_weight * KL + lambda * disc_weight * L_GAN (once step >= disc_start).
+        """The encoder-decoder loss: nll + kl_weight * KL + lambda * disc_weight * L_GAN (once step >= disc_start +
+        disc_warmup).
 
         nll = mean over pixels of pixel_weight * |x - x_rec| plus perceptual_weight * LPIPS(x, x_rec) per image
         (taming's "nll" with a fixed unit variance). The discriminator judges the reconstruction, but with its own
@@ -200,7 +215,7 @@ class AutoencoderLoss(nn.Module):
         kl = posterior.kl().mean()  # per image, summed over the latent
         loss = nll + cfg.kl_weight * kl
         g_loss, weight = _zero(x.device), _zero(x.device)
-        if self.discriminator_active(step):
+        if self.adversarial_active(step):
             self.discriminator.requires_grad_(False)
             try:
                 g_loss = generator_adversarial_loss(self.discriminator(reconstruction), cfg.disc_loss)

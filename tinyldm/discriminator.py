@@ -20,7 +20,7 @@ __all__ = ["DiscriminatorConfig", "PatchDiscriminator", "hinge_d_loss", "vanilla
            "generator_adversarial_loss", "GAN_LOSSES", "NORMS"]
 
 GAN_LOSSES = ("hinge", "vanilla")
-NORMS = ("group", "batch")
+NORMS = ("group", "batch", "spectral")
 
 
 @dataclass
@@ -32,6 +32,8 @@ class DiscriminatorConfig:
     num_layers: int = 3  # stride-2 layers after the first (3 gives pix2pix's 70x70 patches)
     # "group": GroupNorm, the default here: it does not depend on the batch, so real and fake batches (judged
     # separately) are normalised alike and train/eval behave the same. "batch": BatchNorm, as in pix2pix and taming.
+    # "spectral": no normalisation layer; every convolution's weight is divided by its largest singular value
+    # (Miyato et al. 2018), which bounds how fast the logits can change with the input.
     norm: str = "group"
     groups: int = 32  # GroupNorm groups (fewer when a width is not a multiple)
 
@@ -67,7 +69,11 @@ class PatchDiscriminator(nn.Module):
         config.validate()
         ch = config.base_channels
 
+        spectral = config.norm == "spectral"
+
         def norm(c: int) -> nn.Module:
+            if spectral:
+                return nn.Identity()
             return group_norm(c, config.groups) if config.norm == "group" else nn.BatchNorm2d(c)
 
         layers: list[nn.Module] = [nn.Conv2d(config.in_channels, ch, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
@@ -76,12 +82,19 @@ class PatchDiscriminator(nn.Module):
             # The last of these keeps the resolution (stride 1), widening the patch without shrinking the grid.
             stride = 2 if n < config.num_layers else 1
             width = ch * min(2 ** n, 8)
-            # No bias: the normalisation that follows would subtract it again.
-            layers += [nn.Conv2d(c, width, 4, stride=stride, padding=1, bias=False), norm(width), nn.LeakyReLU(0.2)]
+            # No bias before a normalisation layer: it would subtract it again.
+            layers += [nn.Conv2d(c, width, 4, stride=stride, padding=1, bias=spectral), norm(width),
+                       nn.LeakyReLU(0.2)]
             c = width
         layers.append(nn.Conv2d(c, 1, 4, stride=1, padding=1))
         self.layers = nn.Sequential(*layers)
         self._init_weights(generator)
+        if spectral:
+            for conv in self._convs():
+                _spectral_norm(conv, generator)
+
+    def _convs(self) -> list[nn.Conv2d]:
+        return [m for m in self.layers if isinstance(m, nn.Conv2d)]
 
     @torch.no_grad()
     def _init_weights(self, generator: torch.Generator | None) -> None:
@@ -115,7 +128,7 @@ class PatchDiscriminator(nn.Module):
     def min_input_size(self) -> int:
         """The smallest image side that still leaves one output logit."""
         size = 1
-        for conv in reversed([m for m in self.layers if isinstance(m, nn.Conv2d)]):
+        for conv in reversed(self._convs()):
             size = (size - 1) * conv.stride[0] + conv.kernel_size[0] - 2 * conv.padding[0]
         return size
 
@@ -126,13 +139,30 @@ class PatchDiscriminator(nn.Module):
         kernel pixels of its input.
         """
         r = 1
-        for conv in reversed([m for m in self.layers if isinstance(m, nn.Conv2d)]):
+        for conv in reversed(self._convs()):
             r = (r - 1) * conv.stride[0] + conv.kernel_size[0]
         return r
 
     def num_parameters(self) -> int:
         """The number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def _spectral_norm(conv: nn.Conv2d, generator: torch.Generator | None) -> None:
+    """Divide ``conv``'s weight by its largest singular value (Miyato et al. 2018, Eq. 8), estimated by one power
+    iteration per training forward pass from vectors u, v kept as buffers (so a checkpoint restores them).
+
+    PyTorch draws the starting u from the global RNG; it is drawn again here from ``generator`` (the global state is
+    left as it was), then refined by 15 power iterations as PyTorch does.
+    """
+    with torch.random.fork_rng(devices=[]):
+        nn.utils.parametrizations.spectral_norm(conv)
+    sn = conv.parametrizations.weight[0]
+    w = sn._reshape_weight_to_matrix(conv.parametrizations.weight.original)  # (out, in * k * k)
+    sn._u.copy_(F.normalize(torch.randn(w.shape[0], generator=generator).to(w), dim=0, eps=sn.eps))
+    sn._v.copy_(F.normalize(torch.randn(w.shape[1], generator=generator).to(w), dim=0, eps=sn.eps))
+    sn._power_method(w, 15)
 
 
 def hinge_d_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:

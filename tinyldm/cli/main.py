@@ -120,17 +120,20 @@ def _lpips(device: torch.device):
 
 
 def _run_train_autoencoder(args: argparse.Namespace) -> dict[str, Path]:
-    from tinyldm.jobs.autoencoder import AUTOENCODER_PRESETS, train_autoencoder_preset
+    from tinyldm.jobs.autoencoder import AUTOENCODER_PRESETS, train_autoencoder_preset, with_loss_recipe
 
     device = _choose_device(args)
-    _say(f"tinyldm train autoencoder: {args.config} preset on {device} ({torch.get_num_threads()} CPU threads)")
-    lpips = _lpips(device) if AUTOENCODER_PRESETS[args.config].loss.perceptual_weight > 0 else None
+    recipe = f", {args.loss} loss" if args.loss else ""
+    _say(f"tinyldm train autoencoder: {args.config} preset{recipe} on {device} ({torch.get_num_threads()} CPU "
+         "threads)")
+    recipe_loss = with_loss_recipe(AUTOENCODER_PRESETS[args.config], args.loss).loss
+    lpips = _lpips(device) if recipe_loss.perceptual_weight > 0 else None
     result = train_autoencoder_preset(args.config, args.out, device, steps=args.steps, batch_size=args.batch_size,
                                       num_images=args.num_images, factor=args.factor, resume=args.resume,
                                       lpips=lpips, data=args.data, image_size=args.image_size, strict=args.strict,
-                                      speed=_speed(args), checkpoint_every=args.checkpoint_every)
+                                      speed=_speed(args), checkpoint_every=args.checkpoint_every, loss=args.loss)
     last = result.records[-100:]
-    means = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "l1", "lpips") if k in last[0]}
+    means = {k: sum(r[k] for r in last) / len(last) for k in ("loss", "l1", "l2", "lpips") if k in last[0]}
     _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} images/s; means of the last "
           f"{len(last)} steps: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
           + f"; latent scale factor {result.scale_factor:.4f}")

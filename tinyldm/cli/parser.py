@@ -175,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     speed_options(autoencoder)
     autoencoder.add_argument("--factor", type=int, choices=(2, 4, 8), default=None,
                              help="down-sampling factor f: latents are (H/f, W/f) (default: the preset's, 4 or 8)")
+    autoencoder.add_argument("--loss", choices=("mse", "lpips", "gan"), default=None,
+                             help="the loss recipe: mse (pixels only), lpips (L1 + LPIPS) or gan (L1 + LPIPS + "
+                                  "PatchGAN with the adaptive weight, at the GAN weight 0.1 and a discriminator as "
+                                  "fast as the autoencoder: the one that learns on photos) (default: the preset's, "
+                                  "L1 + LPIPS + PatchGAN as the shipped Shapes autoencoder was trained)")
     ldm = models.add_parser("ldm", help="a text-to-image latent diffusion model on Shapes (lessons 5-6)")
     run_options(ldm, "ldm", "LDM_PRESETS", "the pipeline (autoencoder/, unet/, text_encoder/), checkpoints, loss log",
                 batch="latents")
