@@ -164,6 +164,20 @@ def test_an_existing_run_is_not_overwritten_and_changed_settings_are_refused(tmp
     assert extended.steps_run == 1 and len(extended.records) == 3
 
 
+def test_a_run_saved_before_a_setting_existed_resumes_with_that_settings_old_value(tmp_path):
+    data = _data()
+    train_autoencoder(_model(), _loss(), data, _config(steps=2), out=tmp_path, progress=False)
+    path = tmp_path / "train_config.json"
+    older = json.loads(path.read_text())
+    del older["loss"]["disc_warmup"]  # as written before the discriminator warm-up existed
+    path.write_text(json.dumps(older))
+    with pytest.raises(ValueError, match=r"different settings \(loss.disc_warmup: saved 0, now 5\)"):
+        train_autoencoder(_model(), _loss(disc_warmup=5), data, _config(steps=3), out=tmp_path, resume=True,
+                          progress=False)
+    extended = train_autoencoder(_model(), _loss(), data, _config(steps=3), out=tmp_path, resume=True, progress=False)
+    assert extended.steps_run == 1
+
+
 def test_a_non_finite_loss_stops_the_run_naming_the_step():
     # Adam moves every weight by about lr on its first step: with lr = 1e30 the second reconstruction overflows.
     config = _config(steps=10, lr=1e30, warmup_steps=0, lr_decay="constant", checkpoint_every=0)

@@ -60,6 +60,9 @@ _RUN_FILES = (STATE_NAME, TRAIN_CONFIG_NAME, LOG_NAME, RUN_RECORD_NAME)
 _MODEL_FILES = ("config.json", "model.safetensors")
 # Settings a resume may change: how long the run goes and how often it writes, not what a step computes.
 _MAY_CHANGE = ("steps", "checkpoint_every", "sample_every")
+# Settings added after runs were already being made, with the value every run saved before them used: such a run
+# still resumes, as long as it keeps that value.
+_ADDED_LATER = {"loss_recipe": "preset", "loss.disc_warmup": 0}
 _HASH_CHUNK = 1 << 24  # elements hashed at a time, so a large tensor is never copied whole
 
 
@@ -254,6 +257,7 @@ class RunFolder:
         self._lock()
         try:
             saved = _flat(json.loads(config_path.read_text()))
+            saved = {**{k: v for k, v in _ADDED_LATER.items() if k in _flat(self.settings)}, **saved}
         except (OSError, json.JSONDecodeError) as error:
             raise ValueError(f"cannot resume {self.out}: its settings file {config_path.name} is missing or damaged "
                              f"({error}), so nothing can check that this run is the one saved there; start a new "
