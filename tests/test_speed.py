@@ -66,6 +66,25 @@ def test_tf32_sets_the_process_precision_for_cuda_only():
         torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = before
 
 
+def test_tf32_uses_the_older_switches_on_a_pytorch_without_fp32_precision(monkeypatch):
+    class OlderSwitches:
+        """Like PyTorch before 2.9: allow_tf32 only, and an unknown attribute is refused, as cuBLASModule does."""
+
+        def __init__(self):
+            object.__setattr__(self, "allow_tf32", False)
+
+        def __setattr__(self, name, value):
+            if name != "allow_tf32":
+                raise AttributeError(f"Unknown attribute {name}")
+            object.__setattr__(self, name, value)
+
+    matmul, cudnn = OlderSwitches(), OlderSwitches()
+    monkeypatch.setattr(torch.backends.cuda, "matmul", matmul)
+    monkeypatch.setattr(torch.backends, "cudnn", cudnn)
+    SpeedConfig(tf32=True).apply_precision(CUDA)
+    assert matmul.allow_tf32 and cudnn.allow_tf32
+
+
 def test_on_the_cpu_autocast_is_off_and_the_data_stays_where_it_is():
     assert not SpeedConfig(bf16=True).autocast(CPU)._enabled
     data = _data()

@@ -83,5 +83,9 @@ class SpeedConfig:
         PyTorch's precision settings belong to the process, not to a model: this changes them for the rest of it.
         """
         if self.tf32 and device.type == "cuda":
-            torch.backends.cuda.matmul.fp32_precision = "tf32"
-            torch.backends.cudnn.conv.fp32_precision = "tf32"
+            if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # PyTorch 2.9 and later
+                torch.backends.cuda.matmul.fp32_precision = "tf32"
+                torch.backends.cudnn.conv.fp32_precision = "tf32"
+            else:  # earlier versions, which pyproject.toml allows (their switches are deprecated from 2.9 on)
+                torch.backends.cuda.matmul.allow_tf32 = True
+                torch.backends.cudnn.allow_tf32 = True
