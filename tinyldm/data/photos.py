@@ -25,12 +25,13 @@ import functools
 import hashlib
 import math
 import numbers
-import operator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from tinyldm.data.indexing import check_index
 
 __all__ = ["PHOTOGRAPHS", "TRAIN_PHOTOS", "TEST_PHOTOS", "SPLITS", "DEFAULT_SCALE", "INSTALL", "load_photograph",
            "photographs_sha256", "PhotoCrops", "photos_tensor"]
@@ -204,12 +205,7 @@ class PhotoCrops(Dataset):
         return crop, {"photo": name, "top": top, "left": left, "side": side, "flipped": flipped}
 
     def __getitem__(self, index: int) -> dict:
-        try:
-            i = operator.index(index)
-        except TypeError:
-            raise TypeError(f"PhotoCrops index must be an int, got {type(index).__name__}: {index!r}") from None
-        if not -self.n <= i < self.n:
-            raise IndexError(f"index {i} is out of range for PhotoCrops of length {self.n}; use 0 <= index < {self.n}")
+        i = check_index(index, self.n, "PhotoCrops")
         crop, attributes = self._crop(i % self.n)
         return {
             "image": crop.float() / 127.5 - 1,  # (3, S, S) in [-1, 1]

@@ -10,13 +10,14 @@ and rendering uses only +, -, *, / and comparisons, so the same arguments give t
 
 import hashlib
 import numbers
-import operator
 import re
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from tinyldm.data.indexing import check_index
 
 __all__ = [
     "COLORS", "SHAPES", "SIZES", "POSITIONS", "HELD_OUT", "SPLITS", "MIN_SIZE",
@@ -291,12 +292,7 @@ class Shapes(Dataset):
         return self.n
 
     def __getitem__(self, index: int) -> dict:
-        try:
-            i = operator.index(index)
-        except TypeError:
-            raise TypeError(f"Shapes index must be an int, got {type(index).__name__}: {index!r}") from None
-        if not -self.n <= i < self.n:
-            raise IndexError(f"index {i} is out of range for Shapes of length {self.n}; use 0 <= index < {self.n}")
+        i = check_index(index, self.n, "Shapes")
         chunk, j = divmod(i % self.n, _CHUNK)
         if self._chunks[chunk] is None:
             # The whole chunk is rendered, even past n, so that the draws (and item i) do not depend on n.
