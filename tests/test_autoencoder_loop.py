@@ -10,6 +10,7 @@ import torch
 
 from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL, estimate_scale_factor
 from tinyldm.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
+from tinyldm.discriminator import PatchDiscriminator
 from tinyldm.jobs.autoencoder import (
     AUTOENCODER_PRESETS,
     LOSS_RECIPES,
@@ -21,6 +22,7 @@ from tinyldm.jobs.autoencoder import (
 from tinyldm.perceptual import LPIPS_WEIGHTS_VAR
 from tinyldm.runtime import seeded
 from tinyldm.training.autoencoder_loop import (
+    DISCRIMINATOR_FOLDER,
     SCALE_IMAGES,
     AutoencoderTrainConfig,
     plot_autoencoder_losses,
@@ -144,6 +146,20 @@ def test_run_folder_holds_the_model_with_its_scale_log_plot_and_grids(tmp_path):
     settings = json.loads((tmp_path / "train_config.json").read_text())
     assert settings["loss"]["disc_start"] == 2 and settings["autoencoder"]["base_channels"] == 8
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_gan_run_saves_its_trained_discriminator_and_a_run_without_one_does_not(tmp_path):
+    data, loss = _data(), _loss()
+    result = train_autoencoder(_model(), loss, data, _config(steps=4), out=tmp_path / "gan", progress=False)
+    saved = PatchDiscriminator.from_pretrained(tmp_path / "gan" / DISCRIMINATOR_FOLDER)
+    assert result.files["discriminator"] == tmp_path / "gan" / DISCRIMINATOR_FOLDER
+    assert saved.config == loss.discriminator.config
+    for name, tensor in loss.discriminator.state_dict().items():  # the trained weights, not the initial ones
+        torch.testing.assert_close(saved.state_dict()[name], tensor, rtol=0, atol=0)
+    assert not torch.equal(saved.layers[0].weight, _loss().discriminator.layers[0].weight)
+    train_autoencoder(_model(), _loss(disc_weight=0.0), data, _config(steps=2), out=tmp_path / "plain",
+                      progress=False)
+    assert not (tmp_path / "plain" / DISCRIMINATOR_FOLDER).exists()
 
 
 def test_an_existing_run_is_not_overwritten_and_changed_settings_are_refused(tmp_path):

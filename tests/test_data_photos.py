@@ -74,6 +74,23 @@ def test_a_crop_at_full_scale_is_the_photographs_pixels():
                    for i in range(40))
 
 
+def test_permuted_colours_reorder_the_channels_of_the_same_crops():
+    plain = PhotoCrops(300, size=16, seed=2)  # more than one chunk of draws
+    permuted = PhotoCrops(300, size=16, seed=2, permute_colours=True)
+    orders = set()
+    for i in range(len(plain)):
+        a, b = plain[i], permuted[i]
+        channels = b["attributes"]["channels"]
+        assert a["attributes"]["channels"] == (0, 1, 2) and sorted(channels) == [0, 1, 2]
+        assert {k: v for k, v in a["attributes"].items() if k != "channels"} == \
+               {k: v for k, v in b["attributes"].items() if k != "channels"}  # the same square of the same photo
+        assert torch.equal(b["image"], a["image"][list(channels)])
+        orders.add(channels)
+    assert len(orders) == 6  # every order of R, G, B occurs, the identity included
+    assert torch.equal(photos_tensor(8, size=16, seed=2, permute_colours=True),
+                       torch.stack([permuted[i]["image"] for i in range(8)]))
+
+
 def test_a_rescaled_crop_shows_a_larger_square_of_the_photograph():
     crops = PhotoCrops(64, size=32, scale=(0.5, 1.0))
     sides = [crops[i]["attributes"]["side"] for i in range(len(crops))]

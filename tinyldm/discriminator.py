@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinyldm.attention import group_norm
+from tinyldm.pretrained import PretrainedMixin
 
 __all__ = ["DiscriminatorConfig", "PatchDiscriminator", "hinge_d_loss", "vanilla_d_loss",
            "generator_adversarial_loss", "GAN_LOSSES", "NORMS"]
@@ -52,16 +53,20 @@ class DiscriminatorConfig:
             raise ValueError(f"DiscriminatorConfig.norm must be one of {NORMS}, got {self.norm!r}")
 
 
-class PatchDiscriminator(nn.Module):
+class PatchDiscriminator(PretrainedMixin, nn.Module):
     """The pix2pix / taming NLayerDiscriminator: per-patch real/fake logits (Isola et al. 2017, Sec. 3.2.2).
 
     Weights start from N(0, 0.02) (norm scales from N(1, 0.02)) as in DCGAN (Radford et al. 2016, Sec. 4).
+    ``save_pretrained`` / ``from_pretrained`` keep a trained one: ``tinyldm train autoencoder`` writes the
+    discriminator of a GAN run into ``discriminator/`` next to the model, so its verdicts can be looked at later.
 
     Args:
         config: the hyperparameters; ``DiscriminatorConfig()`` when None.
         generator: source of the initial weights; seed it (or wrap the call in ``tinyldm.runtime.seeded``) for a
             reproducible discriminator.
     """
+
+    config_class = DiscriminatorConfig
 
     def __init__(self, config: DiscriminatorConfig | None = None, generator: torch.Generator | None = None):
         super().__init__()

@@ -15,6 +15,12 @@ photograph drawn uniformly from the split: the photograph is rescaled by a rando
 an anti-aliased bicubic resize of the crop's region, the same as rescaling the whole photograph first), a square of
 ``size`` pixels is cut at a uniformly random place, and flipped left-right with probability 1/2 when ``flip``.
 
+With ``permute_colours`` the crop's three colour channels are put in one of their six orders, drawn uniformly
+(the identity included). Eleven photographs hold few hues: without it an autoencoder trained on them has never seen
+the dark blue of rocket's evening sky and paints it near-black. Permuting the channels turns the brown of the coffee
+and the orange of the retina into blues and greens while keeping every edge and texture; the training crops of
+``--data photos`` use it, the test crops keep their natural colours.
+
 Reproducibility: the draws come from CPU generators seeded by (seed, split, chunk of 256 items), so item i does not
 depend on n, and the crops are quantised to 8 bits like a saved picture: the same arguments give the same tensors.
 """
@@ -63,6 +69,7 @@ INSTALL = "pip install scikit-image"
 
 _CHUNK = 256  # draws are made in fixed chunks of items, so that item i does not depend on n
 _DRAWS = 5  # per item: photograph, scale, top, left, flip
+_PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))  # the orders of R, G, B
 
 
 def _skimage_data():
@@ -145,16 +152,18 @@ class PhotoCrops(Dataset):
         split: "train" (``TRAIN_PHOTOS``) or "test" (``TEST_PHOTOS``).
         scale: (low, high), the range of the random rescale, 0 < low <= high <= 1; (1, 1) cuts at full resolution.
         flip: flip half of the crops left-right.
+        permute_colours: put each crop's colour channels in a random one of their six orders.
 
     Item:
         image: float32 (3, S, S) in [-1, 1], 8-bit levels.
         caption: str naming the photograph, e.g. "a photograph of a tabby cat (chelsea)".
-        attributes: {"photo": name, "top": int, "left": int, "side": int, "flipped": bool}: the square of the
-            original photograph (before the rescale) that the crop shows, and whether it was flipped.
+        attributes: {"photo": name, "top": int, "left": int, "side": int, "flipped": bool, "channels": (c0, c1,
+            c2)}: the square of the original photograph (before the rescale) that the crop shows, whether it was
+            flipped, and which original channel each of its channels holds ((0, 1, 2) unless permuted).
     """
 
     def __init__(self, n: int, size: int = 32, seed: int = 0, split: str = "train",
-                 scale: tuple[float, float] = DEFAULT_SCALE, flip: bool = True) -> None:
+                 scale: tuple[float, float] = DEFAULT_SCALE, flip: bool = True, permute_colours: bool = False) -> None:
         self.n = _check_int("n", n, 1, "pass the number of crops, e.g. PhotoCrops(1024)")
         self.size = _check_int("size", size, 1, "pass the crop's side in pixels, e.g. size=32")
         self.seed = _check_int("seed", seed, None, "pass an integer seed, e.g. seed=0")
@@ -163,6 +172,7 @@ class PhotoCrops(Dataset):
         self.split = split
         self.scale = _check_scale(scale)
         self.flip = bool(flip)
+        self.permute_colours = bool(permute_colours)
         self.photos = TRAIN_PHOTOS if split == "train" else TEST_PHOTOS
         low = self.scale[0]
         shorter = {name: min(_photograph(name).shape[1:]) for name in self.photos}  # shorter side of each
@@ -177,8 +187,12 @@ class PhotoCrops(Dataset):
             raise ValueError(f"a {self.size}x{self.size} crop does not fit the photograph {name} ({height}x{width}) "
                              f"rescaled by {low:g}: its shorter side is then {fits} pixels; {fix}")
         chunks = -(-self.n // _CHUNK)
-        self._draws = torch.cat([torch.rand(_CHUNK, _DRAWS, generator=_chunk_generator(self.seed, split, c),
-                                            dtype=torch.float64) for c in range(chunks)])  # (chunks * 256, 5)
+        generators = [_chunk_generator(self.seed, split, c) for c in range(chunks)]
+        self._draws = torch.cat([torch.rand(_CHUNK, _DRAWS, generator=g, dtype=torch.float64)
+                                 for g in generators])  # (chunks * 256, 5)
+        # Drawn after the others, so that the crops themselves are the same with and without permute_colours.
+        self._orders = torch.cat([torch.randint(len(_PERMUTATIONS), (_CHUNK,), generator=g)
+                                  for g in generators])  # (chunks * 256,)
 
     def __len__(self) -> int:
         return self.n
@@ -202,7 +216,11 @@ class PhotoCrops(Dataset):
         flipped = self.flip and u[4] < 0.5
         if flipped:
             crop = crop.flip(-1)
-        return crop, {"photo": name, "top": top, "left": left, "side": side, "flipped": flipped}
+        channels = _PERMUTATIONS[int(self._orders[i])] if self.permute_colours else _PERMUTATIONS[0]
+        if self.permute_colours:
+            crop = crop[list(channels)]
+        return crop, {"photo": name, "top": top, "left": left, "side": side, "flipped": flipped,
+                      "channels": channels}
 
     def __getitem__(self, index: int) -> dict:
         i = check_index(index, self.n, "PhotoCrops")
@@ -215,11 +233,13 @@ class PhotoCrops(Dataset):
 
     def __repr__(self) -> str:
         return (f"PhotoCrops(n={self.n}, size={self.size}, seed={self.seed}, split={self.split!r}, "
-                f"scale={self.scale}, flip={self.flip})")
+                f"scale={self.scale}, flip={self.flip}, permute_colours={self.permute_colours})")
 
 
 def photos_tensor(num_images: int, size: int = 32, seed: int = 0, split: str = "train",
-                  scale: tuple[float, float] = DEFAULT_SCALE, flip: bool = True) -> Tensor:
+                  scale: tuple[float, float] = DEFAULT_SCALE, flip: bool = True, permute_colours: bool = False
+                  ) -> Tensor:
     """The first ``num_images`` photo crops as one tensor (num_images, 3, size, size) in [-1, 1]."""
-    dataset = PhotoCrops(num_images, size=size, seed=seed, split=split, scale=scale, flip=flip)
+    dataset = PhotoCrops(num_images, size=size, seed=seed, split=split, scale=scale, flip=flip,
+                         permute_colours=permute_colours)
     return torch.stack([dataset[i]["image"] for i in range(num_images)])

@@ -67,10 +67,11 @@ def _photo_crops(size: int, n: int) -> TrainingSet:
         raise ValueError(f"--data {PHOTOS} names the crops of the photographs that ship with scikit-image, but there "
                          f"is also a folder {PHOTOS}/ here; give --data ./{PHOTOS} to train on that folder, or run "
                          f"from another directory to train on the photo crops")
-    crops = PhotoCrops(n, size=size, split="train")
+    crops = PhotoCrops(n, size=size, split="train", permute_colours=True)
     items = [crops[i] for i in range(n)]
     images = torch.stack([item["image"] for item in items])  # (n, 3, S, S)
     settings = {"num_images": n, "size": size, "seed": 0, "split": "train", "scale": list(DEFAULT_SCALE),
-                "flip": True, "photographs": list(TRAIN_PHOTOS), "photographs_sha256": photographs_sha256("train")}
+                "flip": True, "permute_colours": True, "photographs": list(TRAIN_PHOTOS),
+                "photographs_sha256": photographs_sha256("train")}
     return TrainingSet(images, [item["caption"] for item in items], {"source": PHOTOS, **settings},
                        {"dataset": PHOTOS, **settings})

@@ -1,4 +1,5 @@
-"""Checkers for lesson 4, perceptual compression: the KL term, the hinge loss and the adaptive GAN weight."""
+"""Checkers for lesson 4, perceptual compression: a distortion only the pixels notice, the hinge loss and the
+adaptive GAN weight."""
 
 from __future__ import annotations
 
@@ -6,32 +7,51 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torchvision.transforms.functional import gaussian_blur
 
-from tinyldm.autoencoder import DiagonalGaussian
 from tinyldm.autoencoder_loss import adaptive_weight
+from tinyldm.data.photos import photos_tensor
 from tinyldm.discriminator import hinge_d_loss
 from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
 
-__all__ = ["check_gaussian_kl", "check_hinge_d_loss", "check_adaptive_weight"]
+__all__ = ["check_mse_blind_spot", "check_hinge_d_loss", "check_adaptive_weight", "BLIND_SPOT_MSE", "BLIND_SPOT_LPIPS"]
 
 
-def check_gaussian_kl(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise: ``fn(mean, logvar) -> (B,)``, KL(N(mean, exp(logvar)) || N(0, I)) per image, summed over C, H, W
-    (Kingma & Welling 2014, App. B)."""
-    name = "gaussian_kl"
-    gen = torch.Generator().manual_seed(4)
-    mean = torch.randn(3, 4, 5, 5, generator=gen)
-    logvar = torch.randn(3, 4, 5, 5, generator=gen)
-    got = attempt(fn, mean.clone(), logvar.clone())
+BLIND_SPOT_IMAGES = 64  # test-photo crops (seed 1) the blind-spot experiment distorts
+BLIND_SPOT_MSE = 4.0  # the distortion's MSE must be at least this many times the blur's ...
+BLIND_SPOT_LPIPS = 0.25  # ... and its LPIPS at most this fraction of the blur's
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    """The reference distortion: a 7x7 Gaussian blur of sigma 1 pixel (borders reflected)."""
+    return gaussian_blur(x, kernel_size=[7, 7], sigma=[1.0, 1.0])
+
+
+def check_mse_blind_spot(fn: Callable[[torch.Tensor], torch.Tensor], lpips: nn.Module) -> None:
+    """Experiment: ``fn(images) -> distorted images`` that a pixel loss calls a far larger change than a slight blur
+    (MSE at least BLIND_SPOT_MSE times the blur's) and LPIPS a far smaller one (at most BLIND_SPOT_LPIPS of the
+    blur's), on crops of the test photographs; ``lpips`` is the ``tinyldm.perceptual.LPIPS`` that measures it."""
+    name = "mse_blind_spot"
+    x = photos_tensor(BLIND_SPOT_IMAGES, 32, seed=1, split="test")
+    got = attempt(fn, x.clone())
     if got is NOT_ATTEMPTED:
-        not_attempted(name)
-        return
-    expect_close(
-        name, got, DiagonalGaussian(mean, logvar).kl(), atol=1e-4,
-        hint="per number, KL = 0.5 * (mean^2 + var - 1 - logvar) with var = exp(logvar); then sum over the "
-        "channel and both spatial dimensions (dim=(1, 2, 3)), one value per image, not a mean",
-    )
-    passed(name, "one KL per image, summed over every latent number")
+        return not_attempted(name)
+    if not isinstance(got, torch.Tensor) or got.shape != x.shape:
+        shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+        raise AssertionError(f"{name}: return images shaped like the input {tuple(x.shape)}, got {shape}")
+    if not torch.isfinite(got).all() or got.min() < -1 or got.max() > 1:
+        raise AssertionError(f"{name}: pictures live in [-1, 1]; clamp what you return (x.clamp(-1, 1))")
+    with torch.no_grad():
+        mse = {k: ((x - y) / 2).square().mean().item() for k, y in (("yours", got), ("blur", _blur(x)))}
+        dist = {k: lpips(x, y).mean().item() for k, y in (("yours", got), ("blur", _blur(x)))}
+    ratios = f"MSE {mse['yours'] / mse['blur']:.1f}x the blur's, LPIPS {dist['yours'] / dist['blur']:.2f}x"
+    if mse["yours"] < BLIND_SPOT_MSE * mse["blur"]:
+        raise AssertionError(f"{name}: {ratios}; the pixels must change more, at least {BLIND_SPOT_MSE:.0f}x the "
+                             "blur's MSE. Hint: change every pixel, by the same amount or by moving the picture")
+    if dist["yours"] > BLIND_SPOT_LPIPS * dist["blur"]:
+        raise AssertionError(f"{name}: {ratios}; LPIPS must stay below {BLIND_SPOT_LPIPS}x the blur's. Hint: which "
+                             "changes leave the edges and textures where they were (section 4's table)?")
+    return passed(name, f"{ratios}: a pixel loss and a perceptual one disagree on what changed")
 
 
 def check_hinge_d_loss(fn: Callable[..., torch.Tensor]) -> None:

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["AutoencoderTrainConfig", "AutoencoderTrainResult", "train_autoencoder", "plot_autoencoder_losses",
-           "SCALE_IMAGES"]
+           "DISCRIMINATOR_FOLDER", "SCALE_IMAGES"]
 
+DISCRIMINATOR_FOLDER = "discriminator"  # where a GAN run saves its discriminator, inside the model's folder
 SCALE_IMAGES = 2048  # training images the exported scale factor is estimated on (std of 65k+ latent numbers)
 _SAME_AS_LOSS = ("total",)  # the loss's own name for the total, logged as "loss"
 _NOT_PLOTTED = ("step", "lr", "disc_lr", "nll")  # a setting, a counter, and the sum of two plotted terms
@@ -247,8 +248,9 @@ def train_autoencoder(
                 _save_reconstructions(ema.model if ema else model, data[:config.num_samples],
                                       out / "reconstructions" / f"step_{done:06d}.png")
             if done == stop or (config.checkpoint_every and done % config.checkpoint_every == 0):
-                folder.checkpoint(done, parts, generators, pending, lambda path: _export(
-                    ema.model if ema else model, data, config.seed).save_pretrained(path))
+                folder.checkpoint(done, parts, generators, pending,
+                                  lambda path: _save(_export(ema.model if ema else model, data, config.seed), disc,
+                                                     path))
                 pending = []
         bar.close()
     model.eval()
@@ -258,6 +260,8 @@ def train_autoencoder(
     steps_run = max(0, stop - start)
     images_per_second = steps_run * config.batch_size / train_seconds if train_seconds else 0.0
     files = {**({"model": out} if out is not None else {}), **folder.files()}
+    if out is not None and (out / DISCRIMINATOR_FOLDER).is_dir():
+        files["discriminator"] = out / DISCRIMINATOR_FOLDER
     return AutoencoderTrainResult(records, exported, steps_run, train_seconds, images_per_second,
                                   exported.scale_factor.item(), files)
 
@@ -289,6 +293,14 @@ def _export(model: AutoencoderKL, data: Tensor, seed: int) -> AutoencoderKL:
     generator = torch.Generator(device).manual_seed(seed + 2)
     exported.set_scale_factor(estimate_scale_factor(exported, data[:SCALE_IMAGES], generator=generator))
     return exported
+
+
+def _save(model: AutoencoderKL, discriminator: nn.Module | None, folder: Path) -> None:
+    """The exported autoencoder into ``folder``, and the discriminator, if the run has one, into its
+    ``DISCRIMINATOR_FOLDER``, where ``PatchDiscriminator.from_pretrained`` reads it."""
+    model.save_pretrained(folder)
+    if discriminator is not None:
+        discriminator.save_pretrained(folder / DISCRIMINATOR_FOLDER)
 
 
 @torch.no_grad()
