@@ -13,10 +13,11 @@ Measures, for a checkpoint (by default the shipped ``data/checkpoints/autoencode
   the best of a few repeats after a warm-up.
 
 With ``--checkpoints A B C`` it scores several autoencoders on the same test images and prints one table row each
-(the scores only, no timing): the trade-off table of lesson 4.
+(the scores only, no timing). ``--data photos`` alone does that for the three shipped photo autoencoders
+(``data/checkpoints/photos-ae-mse``, ``-lpips``, ``-gan``): the trade-off table of lesson 4 and of their model cards.
 
 Usage: ``python benchmarks/autoencoder.py [--checkpoint DIR] [--num-images 1024] [--batch-size 64] [--json out.json]``
-or ``python benchmarks/autoencoder.py --data photos --size 64 --checkpoints A B C``.
+or ``python benchmarks/autoencoder.py --data photos [--checkpoints A B C]``.
 LPIPS needs torchvision's AlexNet weights (online once, or ``TINYLDM_LPIPS_WEIGHTS``; ``--no-lpips`` skips it).
 Timings on a shared machine vary with its load; run it on an idle one for numbers you report.
 """
@@ -40,6 +41,8 @@ from tinyldm.evaluation.judge import Judge
 from tinyldm.jobs.autoencoder import EVALUATION_DATA, evaluate_autoencoder, load_autoencoder
 from tinyldm.perceptual import LPIPS
 from tinyldm.pretrained import checkpoint_dir
+
+SHIPPED_PHOTO_AUTOENCODERS = ("photos-ae-mse", "photos-ae-lpips", "photos-ae-gan")  # one per loss recipe
 
 
 def _sync(device: torch.device) -> None:
@@ -72,11 +75,13 @@ def compare(folders: list[Path], data: str, num_images: int, size: int, seed: in
                                                  data=data)[0]
     width = max(len("checkpoint"), *map(len, rows))
     print(f"{data} test images: {num_images} at {size}x{size}, seed {seed}")
-    print(f"{'checkpoint':<{width}}  {'PSNR dB':>8}  {'LPIPS':>7}  {'HF ratio':>8}  {'2-sample acc':>14}")
+    print(f"{'checkpoint':<{width}}  {'PSNR dB':>8}  {'LPIPS':>7}  {'HF ratio':>8}  {'2-sample acc':>12}  "
+          f"{'95% CI':>11}")
     for name, m in rows.items():
         lpips_text = f"{m['lpips']:.4f}" if "lpips" in m else "-"
+        low, high = m["c2st_ci95"]
         print(f"{name:<{width}}  {m['psnr']:>8.2f}  {lpips_text:>7}  {m['hf_ratio']:>8.3f}  "
-              f"{m['c2st_accuracy']:>7.3f} ± {m['c2st_stderr']:.3f}")
+              f"{m['c2st_accuracy']:>12.3f}  {low:.3f}-{high:.3f}")
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"data": data, "num_images": num_images, "size": size, "seed": seed,
@@ -105,6 +110,8 @@ def main() -> None:
     if args.data == "shapes":
         judge = Judge.from_pretrained(args.judge or checkpoint_dir("judge-shapes")).to(device)
     lpips = None if args.no_lpips else LPIPS().to(device)
+    if args.data == "photos" and not (args.checkpoints or args.checkpoint):
+        args.checkpoints = [checkpoint_dir(name) for name in SHIPPED_PHOTO_AUTOENCODERS]
     if args.checkpoints:
         compare(args.checkpoints, args.data, args.num_images, args.size, args.seed, judge, lpips, device, args.json)
         return
