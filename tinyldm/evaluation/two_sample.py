@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tinyldm.evaluation.proportion import wilson_interval
 from tinyldm.runtime import seeded
 
 __all__ = ["TwoSampleTest", "classifier_two_sample_test"]
 
-_Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 _EVAL_BATCH = 256
 
 
@@ -114,10 +114,6 @@ def classifier_two_sample_test(originals: Tensor, reconstructions: Tensor, steps
             correct += int((classifier(real[idx])[:, 0] > 0).sum()) + int((classifier(fake[idx])[:, 0] <= 0).sum())
     n = 2 * len(test)
     accuracy = correct / n
-    # Wilson's score interval: unlike accuracy +- 1.96 stderr it stays inside [0, 1] and is not empty at 0% or 100%.
-    centre = (accuracy + _Z95 ** 2 / (2 * n)) / (1 + _Z95 ** 2 / n)
-    spread = _Z95 * math.sqrt(accuracy * (1 - accuracy) / n + _Z95 ** 2 / (4 * n * n)) / (1 + _Z95 ** 2 / n)
     # Lopez-Paz & Oquab 2017, Sec. 3: under the null the accuracy is ~ N(1/2, 1/(4n)).
     p_value = 0.5 * math.erfc((accuracy - 0.5) * math.sqrt(4 * n) / math.sqrt(2))
-    return TwoSampleTest(accuracy, math.sqrt(accuracy * (1 - accuracy) / n), (centre - spread, centre + spread),
-                         p_value, n)
+    return TwoSampleTest(accuracy, math.sqrt(accuracy * (1 - accuracy) / n), wilson_interval(accuracy, n), p_value, n)
