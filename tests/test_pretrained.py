@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tinyldm.evaluation.judge import Judge, JudgeConfig
-from tinyldm.pretrained import checkpoint_dir, load_schedule, save_schedule
+from tinyldm.pretrained import checkpoint_dir, load_schedule, measurement_file, save_schedule
 from tinyldm.schedule import NoiseSchedule
 from tinyldm.unet import UNet, UNetConfig
 
@@ -146,3 +146,13 @@ def test_checkpoint_dir_finds_shipped_models_and_explains_misses(monkeypatch, tm
     assert checkpoint_dir("mine") == tmp_path / "mine"
     with pytest.raises(FileNotFoundError, match="no shipped checkpoint 'absent'"):
         checkpoint_dir("absent")
+
+
+def test_measurement_file_is_found_from_a_lesson_folder_and_a_miss_names_the_fix(monkeypatch, tmp_path):
+    (tmp_path / "data" / "measurements").mkdir(parents=True)
+    (tmp_path / "data" / "measurements" / "mine.json").write_text("{}")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # where a lesson runs
+    assert measurement_file("mine.json").resolve() == (tmp_path / "data" / "measurements" / "mine.json").resolve()
+    with pytest.raises(FileNotFoundError, match="no recorded measurement 'absent.json'.*benchmarks/"):
+        measurement_file("absent.json")

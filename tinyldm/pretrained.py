@@ -22,7 +22,7 @@ from tinyldm.runtime import atomic_write
 from tinyldm.schedule import NoiseSchedule
 
 __all__ = ["PretrainedMixin", "config_to_dict", "config_from_dict", "read_json_file", "save_schedule", "load_schedule",
-           "checkpoint_dir", "CONFIG_NAME", "WEIGHTS_NAME", "SCHEDULE_NAME"]
+           "checkpoint_dir", "measurement_file", "CONFIG_NAME", "WEIGHTS_NAME", "SCHEDULE_NAME"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -208,3 +208,16 @@ def checkpoint_dir(name: str) -> Path:
             return root / name
     raise FileNotFoundError(f"no shipped checkpoint {name!r} in {[str(r) for r in roots]}; set {CHECKPOINTS_VAR} "
                             "to the folder that holds it, or train one with the tinyldm command")
+
+
+def measurement_file(name: str) -> Path:
+    """A recorded measurement that a lesson reads, e.g. ``measurement_file("pixel_vs_latent_quality.json")``: the
+    output of a script in ``benchmarks/``, kept in the repository's ``data/measurements`` (found from the package,
+    or from the working folder as ``data/measurements`` or ``../data/measurements``)."""
+    roots = [Path(__file__).resolve().parents[1] / "data" / "measurements", Path("data") / "measurements",
+             Path("..") / "data" / "measurements"]
+    for root in roots:
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"no recorded measurement {name!r} in {[str(r) for r in roots]}; the script in "
+                            "benchmarks/ that writes it says how to make it again")
