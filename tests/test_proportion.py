@@ -15,6 +15,13 @@ def test_known_values():
     assert high - 0.5 == pytest.approx(1.959964 * math.sqrt(0.25 / 10_000), rel=1e-3)
 
 
+@pytest.mark.parametrize("n", [1, 7, 200, 1000, 12345])
+def test_the_bounds_bracket_the_rate_exactly_at_zero_and_one(n):
+    for rate in (0.0, 1.0, 0.5):
+        low, high = wilson_interval(rate, n)
+        assert 0.0 <= low <= rate <= high <= 1.0
+
+
 def test_the_interval_stays_in_zero_one_and_is_not_empty_at_the_ends():
     low, high = wilson_interval(0.0, 20)
     assert low == 0.0 and 0.1 < high < 0.2

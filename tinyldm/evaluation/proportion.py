@@ -29,4 +29,5 @@ def wilson_interval(rate: float, n: int, z: float = Z95) -> tuple[float, float]:
         raise ValueError(f"n must be a positive number of trials, got {n!r}")
     centre = (rate + z ** 2 / (2 * n)) / (1 + z ** 2 / n)
     spread = z * math.sqrt(rate * (1 - rate) / n + z ** 2 / (4 * n * n)) / (1 + z ** 2 / n)
-    return max(0.0, centre - spread), min(1.0, centre + spread)
+    # Clamped to the rate as well: at 0% or 100% rounding can leave the bound a hair on the wrong side of it.
+    return max(0.0, min(rate, centre - spread)), min(1.0, max(rate, centre + spread))
