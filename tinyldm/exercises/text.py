@@ -1,56 +1,72 @@
-"""Checkers for lesson 6, text conditioning: masked cross-attention, the guided noise prediction and caption
-dropout."""
+"""Checkers for lesson 6, text conditioning: a guidance scale that fixes captions without breaking others (an
+experiment), the guided noise prediction and caption dropout."""
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
 
-from tinyldm.attention import attention_weights
+from tinyldm.data.shapes import parse_caption
+from tinyldm.evaluation.metrics import judge_images
 from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
 from tinyldm.guidance import NULL_CAPTION, guided_eps
+from tinyldm.text import shapes_captions
 
-__all__ = ["check_cross_attention", "check_guided_eps", "check_caption_dropout"]
+__all__ = ["wrong_captions", "check_guidance_scale", "check_guided_eps", "check_caption_dropout",
+           "GUIDANCE_STEPS", "GUIDANCE_MAX_WRONG", "WRONG_AT_SCALE_1"]
+
+GUIDANCE_STEPS = 20  # DDIM steps of the guidance experiment: few, so that scale 1 leaves mistakes to fix
+GUIDANCE_MAX_WRONG = 3  # a scale passes when at most this many of the 216 small captions come out wrong
+# The small captions the shipped ldm-shapes draws wrong at guidance scale 1 in that experiment (seed 0).
+WRONG_AT_SCALE_1 = (
+    "a small red circle at the top", "a small red square in the center", "a small red triangle at the top right",
+    "a small red diamond at the top right", "a small orange triangle at the top",
+    "a small orange diamond in the center", "a small yellow triangle in the center", "a small green circle at the top",
+    "a small green triangle at the bottom left", "a small green diamond on the right",
+    "a small blue circle at the bottom", "a small blue square in the center", "a small blue square at the bottom right",
+    "a small purple triangle at the top right",
+)
 
 
 def _close(a: object, b: torch.Tensor) -> bool:
     return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a.to(b.dtype), b, atol=1e-4)
 
 
-def check_cross_attention(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise: ``fn(q, k, v, mask) -> (B, heads, N, d_head)``, softmax(Q K^T / sqrt(d_head)) V with the padded
-    keys left out (Vaswani et al. 2017, Eq. 1; Rombach et al. 2022, Sec. 3.3).
+def wrong_captions(ldm, judge, scale: float) -> list[str]:
+    """The experiment of lesson 6's first exercise: draw one image for each of the 216 captions of small objects
+    with the pipeline ``ldm`` at guidance ``scale`` (GUIDANCE_STEPS DDIM steps, one batch, seed 0) and return the
+    captions whose image ``judge`` reads wrong (not valid, or any of the four attributes different)."""
+    captions = [c for c in shapes_captions() if c.startswith("a small")]
+    device = next(ldm.unet.parameters()).device
+    with torch.no_grad():
+        images = ldm.sample(captions, steps=GUIDANCE_STEPS, guidance_scale=scale,
+                            generator=torch.Generator(device).manual_seed(0), progress=False)
+    verdict = judge_images(judge, images)
+    return [c for i, c in enumerate(captions)
+            if not verdict.valid[i] or any(verdict.names(i)[k] != v for k, v in parse_caption(c).items())]
 
-    q is (B, heads, N, d_head), k and v (B, heads, L, d_head), mask (B, L) bool with True for real tokens; every
-    prompt has at least one real token.
-    """
-    name = "cross_attention"
-    gen = torch.Generator().manual_seed(6)
-    cases = [  # (B, heads, N, L, d_head) and which keys are real
-        ((2, 2, 5, 4, 4), torch.tensor([[True, True, True, True], [True, True, False, False]])),
-        ((3, 1, 6, 5, 9), torch.tensor([[True, False, True, True, False], [True] * 5, [True] + [False] * 4])),
-    ]
-    for (B, heads, N, L, d), mask in cases:
-        q = torch.randn(B, heads, N, d, generator=gen)
-        k, v = torch.randn(B, heads, L, d, generator=gen), torch.randn(B, heads, L, d, generator=gen)
-        got = attempt(fn, q.clone(), k.clone(), v.clone(), mask.clone())
-        if got is NOT_ATTEMPTED:
-            not_attempted(name)
-            return
-        expected = attention_weights(q, k, mask) @ v  # (B, heads, N, d_head)
-        hint = ("scores = q @ k.transpose(-2, -1) / sqrt(d_head) is (B, heads, N, L); set the scores of padded keys "
-                "to -inf (scores.masked_fill(~mask[:, None, None, :], float('-inf'))), softmax over the last "
-                "dimension (the keys), then multiply by v")
-        if _close(got, attention_weights(q, k) @ v):
-            hint = ("the padded tokens still get attention: their scores must be -inf before the softmax, so that "
-                    "their weights are exactly 0; broadcast the (B, L) mask as mask[:, None, None, :]")
-        elif _close(got, attention_weights(q * math.sqrt(d), k, mask) @ v):
-            hint = ("divide the scores by sqrt(d_head) (q.shape[-1] ** 0.5) before the softmax, or large dot "
-                    "products push it to one-hot weights")
-        expect_close(name, got, expected, hint=hint, atol=1e-4)
-    passed(name, "each query spreads its attention over the real tokens only, and padding gets weight 0")
+
+def check_guidance_scale(fn: Callable[[], float], ldm, judge) -> None:
+    """Experiment: ``fn() -> scale``, a guidance scale at which the shipped model draws at most GUIDANCE_MAX_WRONG of
+    the 216 small captions wrong (``wrong_captions``), where scale 1 leaves WRONG_AT_SCALE_1 and more wrong."""
+    name = "guidance_scale"
+    scale = attempt(fn)
+    if scale is NOT_ATTEMPTED:
+        return not_attempted(name)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= 100:
+        raise AssertionError(f"{name}: return a guidance scale, a number from 0 to 100, got {scale!r}")
+    wrong = wrong_captions(ldm, judge, float(scale))
+    fixed = sum(c not in wrong for c in WRONG_AT_SCALE_1)
+    broken = sum(c not in WRONG_AT_SCALE_1 for c in wrong)
+    summary = (f"at scale {scale:g}, {len(wrong)} of 216 captions wrong: {fixed} of the {len(WRONG_AT_SCALE_1)} "
+               f"listed wrong at scale 1 now right, {broken} others wrong")
+    if len(wrong) > GUIDANCE_MAX_WRONG:
+        hint = ("too little guidance leaves the caption's pull weak" if scale < 3 else
+                "too much pushes the images past the data, where the judge stops reading them")
+        raise AssertionError(f"{name}: {summary}; at most {GUIDANCE_MAX_WRONG} may be wrong. Hint: {hint}; try "
+                             f"wrong_captions(ldm, judge, s) for a few s")
+    return passed(name, summary)
 
 
 def check_guided_eps(fn: Callable[..., torch.Tensor]) -> None:
