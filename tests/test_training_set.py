@@ -9,7 +9,9 @@ from tinyldm.data.training_set import PHOTOS, training_set
 
 def test_photos_are_train_split_crops_with_a_record_naming_the_photographs():
     pictures = training_set(PHOTOS, 32, 20, default_num=2048)
-    assert torch.equal(pictures.images, photos_tensor(20, 32, seed=0, split="train"))
+    # the train crops in shuffled colour orders (see tinyldm.data.photos), as the record says
+    assert torch.equal(pictures.images, photos_tensor(20, 32, seed=0, split="train", permute_colours=True))
+    assert pictures.record["permute_colours"] is True
     assert len(pictures.captions) == 20 and all(c.startswith("a photograph of ") for c in pictures.captions)
     assert pictures.record["source"] == PHOTOS and pictures.record["photographs"] == list(TRAIN_PHOTOS)
     assert pictures.key["dataset"] == PHOTOS and len(pictures.key["photographs_sha256"]) == 64
