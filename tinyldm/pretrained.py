@@ -192,17 +192,20 @@ def load_schedule(directory: str | os.PathLike) -> tuple[NoiseSchedule, str, int
     return schedule, prediction, payload.get("image_size")
 
 
+def _data_roots(kind: str) -> list[Path]:
+    """Where the repository's ``data/<kind>`` folder may be: next to the package, or from the working folder
+    (``data/<kind>``, or ``../data/<kind>`` when a notebook runs in notebooks/)."""
+    return [Path(__file__).resolve().parents[1] / "data" / kind, Path("data") / kind, Path("..") / "data" / kind]
+
+
 def checkpoint_dir(name: str) -> Path:
     """The folder of a shipped checkpoint, e.g. ``checkpoint_dir("pixel-shapes")``.
 
     Looks in ``$TINYLDM_CHECKPOINTS``, then in the repository's ``data/checkpoints`` (next to the package), then
     in ``data/checkpoints`` and ``../data/checkpoints`` from the working folder (a notebook runs in notebooks/).
     """
-    roots = ([Path(os.environ[CHECKPOINTS_VAR])] if os.environ.get(CHECKPOINTS_VAR) else []) + [
-        Path(__file__).resolve().parents[1] / "data" / "checkpoints",
-        Path("data") / "checkpoints",
-        Path("..") / "data" / "checkpoints",
-    ]
+    roots = [Path(os.environ[CHECKPOINTS_VAR])] if os.environ.get(CHECKPOINTS_VAR) else []
+    roots += _data_roots("checkpoints")
     for root in roots:
         if (root / name / CONFIG_NAME).is_file():
             return root / name
@@ -214,8 +217,7 @@ def measurement_file(name: str) -> Path:
     """A recorded measurement that a lesson reads, e.g. ``measurement_file("pixel_vs_latent_quality.json")``: the
     output of a script in ``benchmarks/``, kept in the repository's ``data/measurements`` (found from the package,
     or from the working folder as ``data/measurements`` or ``../data/measurements``)."""
-    roots = [Path(__file__).resolve().parents[1] / "data" / "measurements", Path("data") / "measurements",
-             Path("..") / "data" / "measurements"]
+    roots = _data_roots("measurements")
     for root in roots:
         if (root / name).is_file():
             return root / name

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tinyldm.data.shapes import HELD_OUT, parse_caption
 from tinyldm.evaluation.judge import ATTRIBUTES, Judge, attribute_targets
 
-__all__ = ["Judgement", "judge_images", "judge_accuracy", "caption_accuracy", "frechet_distance",
+__all__ = ["Judgement", "judge_images", "judge_accuracy", "caption_accuracy", "caption_errors", "frechet_distance",
            "attribute_frequencies", "total_variation", "evaluate_samples", "psnr", "evaluate_reconstructions",
            "VALID_THRESHOLD", "CONFIDENCE_THRESHOLD"]
 
@@ -68,6 +68,12 @@ def judge_images(judge: Judge, images: Tensor, batch_size: int = 256) -> Judgeme
     return Judgement({name: p.argmax(-1) for name, p in probs.items()}, confidence, p_valid, valid, features)
 
 
+def _attributes_right(verdict: Judgement, attributes: list[dict[str, str]]) -> dict[str, Tensor]:
+    """Per attribute, a (B,) bool tensor: whether the judge's reading of image i is attributes[i]'s."""
+    targets = attribute_targets(attributes)
+    return {name: verdict.predictions[name] == targets[name] for name in ATTRIBUTES}
+
+
 def judge_accuracy(judge: Judge, images: Tensor, attributes: list[dict[str, str]]) -> dict[str, float]:
     """How often the judge reads real images right: accuracy per attribute, all four at once, and valid rate.
 
@@ -78,8 +84,7 @@ def judge_accuracy(judge: Judge, images: Tensor, attributes: list[dict[str, str]
         {"color": ..., "shape": ..., "size": ..., "position": ..., "all": ..., "valid": ...}, fractions in [0, 1].
     """
     verdict = judge_images(judge, images)
-    targets = attribute_targets(attributes)
-    correct = {name: verdict.predictions[name] == targets[name] for name in ATTRIBUTES}
+    correct = _attributes_right(verdict, attributes)
     result = {name: c.float().mean().item() for name, c in correct.items()}
     result["all"] = torch.stack(list(correct.values())).all(0).float().mean().item()
     result["valid"] = verdict.valid.float().mean().item()
@@ -104,6 +109,17 @@ def caption_accuracy(judge: Judge, images: Tensor, captions: list[str]) -> dict[
         raise ValueError(f"caption_accuracy needs one caption per image, got {len(captions)} captions for "
                          f"{images.shape[0]} images")
     return judge_accuracy(judge, images, [parse_caption(c) for c in captions])
+
+
+def caption_errors(judge: Judge, images: Tensor, captions: list[str]) -> Tensor:
+    """(B,) bool: the images that do not show their caption, read by the judge: judged invalid, or any of colour,
+    shape, size and position other than the caption names (``caption_accuracy``'s "valid" and "all", per image)."""
+    if len(captions) != images.shape[0]:
+        raise ValueError(f"caption_errors needs one caption per image, got {len(captions)} captions for "
+                         f"{images.shape[0]} images")
+    verdict = judge_images(judge, images)
+    right = torch.stack(list(_attributes_right(verdict, [parse_caption(c) for c in captions]).values())).all(0)
+    return ~verdict.valid | ~right
 
 
 def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:

@@ -7,8 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from tinyldm.data.shapes import parse_caption
-from tinyldm.evaluation.metrics import judge_images
+from tinyldm.evaluation.metrics import caption_errors
 from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
 from tinyldm.guidance import NULL_CAPTION, guided_eps
 from tinyldm.text import shapes_captions
@@ -42,9 +41,7 @@ def wrong_captions(ldm, judge, scale: float) -> list[str]:
     with torch.no_grad():
         images = ldm.sample(captions, steps=GUIDANCE_STEPS, guidance_scale=scale,
                             generator=torch.Generator(device).manual_seed(0), progress=False)
-    verdict = judge_images(judge, images)
-    return [c for i, c in enumerate(captions)
-            if not verdict.valid[i] or any(verdict.names(i)[k] != v for k, v in parse_caption(c).items())]
+    return [c for c, wrong in zip(captions, caption_errors(judge, images, captions).tolist()) if wrong]
 
 
 def check_guidance_scale(fn: Callable[[], float], ldm, judge) -> None:
