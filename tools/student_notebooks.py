@@ -10,7 +10,9 @@ in its property inspector):
 
 Every other cell, the lesson's pictures and animations included, is copied as it is. Because an unfinished
 checker prints ``[todo]`` instead of failing, a class can run the student edition top to bottom before anyone has
-solved anything (``tests/test_student_notebooks.py`` runs each one that way).
+solved anything. ``tools/student_edition_check.py`` checks that of every lesson without running it (no kept cell
+uses a name only an answer defines; every exercise's stub is left open); ``tests/test_student_notebooks.py`` runs
+that check and, to test the whole mechanism end to end, runs the first lesson's edition.
 
 Why a short script over nbformat and not nbgrader or otter-grader: both need their own markup in the cells
 (nbgrader's ``### BEGIN SOLUTION`` regions, otter's assignment config) and bring a grading database or a server
