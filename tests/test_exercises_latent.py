@@ -61,3 +61,27 @@ def test_latent_numbers_mistakes_are_caught():
         check_latent_numbers(lambda size, f, c: c * size * size // f)  # divides the area by f, not f^2
     with pytest.raises(AssertionError, match="f divides each side"):
         check_latent_numbers(lambda size, f, c: 3 * (size // f) ** 2)  # RGB channels instead of the latent's
+
+
+def test_the_scale_experiment_passes_on_the_measured_rate_and_explains_a_failure(monkeypatch, capsys):
+    import torch
+
+    from tinyldm.exercises import latent
+
+    raw = torch.full((64, 4, 8, 8), 1.4) * torch.tensor([1.0, -1.0]).repeat(32)[:, None, None, None]  # std 1.4
+    tried = []
+
+    def fake_run(s, raw, autoencoder, judge):  # the judged-valid flags of 128 samples, without training
+        tried.append(s)
+        return torch.arange(128) < (60 if s < 1.5 else 30)
+
+    monkeypatch.setattr(latent, "scale_run", fake_run)
+    latent.check_latent_scale(lambda: 0.7, raw, None, None)
+    out = capsys.readouterr().out
+    assert "[ok] latent_scale: with s = 0.7 (latent std 0.98) the run's samples were judged valid 47%" in out
+    with pytest.raises(AssertionError, match=r"judged valid 23% .* below 35%"):
+        latent.check_latent_scale(lambda: torch.tensor(3.0), raw, None, None)
+    with pytest.raises(AssertionError, match="outside"):
+        latent.check_latent_scale(lambda: 0.0, raw, None, None)
+    latent.check_latent_scale(lambda: None, raw, None, None)
+    assert capsys.readouterr().out.startswith("[todo] latent_scale") and tried == [0.7, 3.0]

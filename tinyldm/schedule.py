@@ -123,7 +123,7 @@ class NoiseSchedule(nn.Module):
         return cls(betas, kind="cosine", params={"s": s, "max_beta": max_beta})
 
     def snr(self, t: Tensor) -> Tensor:
-        """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) (Kingma et al. 2021, Eq. 1).
+        """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) (Kingma et al. 2021, Eq. 2).
 
         Args:
             t: int64 step indices of any shape, each in [0, T).

@@ -1,18 +1,28 @@
-"""Checkers for lesson 5, latent diffusion: the latent scale factor, the SNR the data really sees, and how many
-numbers the UNet denoises."""
+"""Checkers for lesson 5, latent diffusion: the latent scale factor, the SNR the data really sees, how many numbers
+the UNet denoises, and an experiment: which scale factors let a short latent run learn to draw."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from tinyldm.autoencoder import AutoencoderKL
+from tinyldm.evaluation.judge import Judge
+from tinyldm.evaluation.metrics import judge_images
+from tinyldm.evaluation.proportion import wilson_interval
 from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
+from tinyldm.jobs.ldm import LDM_PRESETS
+from tinyldm.runtime import seeded
+from tinyldm.sampling import sample
 from tinyldm.schedule import NoiseSchedule
+from tinyldm.training.diffusion_loop import train_diffusion
+from tinyldm.unet import UNet
 
 __all__ = ["scale_factor", "effective_snr", "latent_numbers", "check_scale_factor", "check_effective_snr",
-           "check_latent_numbers"]
+           "check_latent_numbers", "scale_run", "check_latent_scale"]
 
 
 def scale_factor(z: Tensor) -> float:
@@ -26,7 +36,7 @@ def scale_factor(z: Tensor) -> float:
 
 def effective_snr(schedule: NoiseSchedule, t: Tensor, data_std: float) -> Tensor:
     """The signal-to-noise ratio of x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps when x0 has standard
-    deviation ``data_std``: alpha_bar_t * data_std^2 / (1 - alpha_bar_t) (Kingma et al. 2021, Eq. 1 for unit
+    deviation ``data_std``: alpha_bar_t * data_std^2 / (1 - alpha_bar_t) (Kingma et al. 2021, Eq. 2 for unit
     data).
 
     Args:
@@ -110,3 +120,62 @@ def check_latent_numbers(fn: Callable[[int, int, int], int]) -> None:
                 f"grid is (image_size / f) x (image_size / f), with `channels` numbers at each position"
             )
     return passed(name, "channels * (image_size / f)^2: Stable Diffusion's 512 x 512 images are 16,384 numbers")
+
+
+SCALE_RUN_STEPS = 1200  # twice the tiny preset's run: about 30 s on one CPU thread
+SCALE_RUN_SAMPLES = 128  # judged samples, 50 ancestral steps each
+SCALE_RUN_VALID = 0.35  # the judged-valid rate the experiment asks for
+
+
+@torch.no_grad()
+def _draw(unet: UNet, schedule: NoiseSchedule, shape: tuple[int, ...], seed: int) -> Tensor:
+    return sample(unet, shape, schedule, "ddpm", 50, generator=torch.Generator().manual_seed(seed), progress=False)
+
+
+def scale_run(s: float, raw: Tensor, autoencoder: AutoencoderKL, judge: Judge, steps: int = SCALE_RUN_STEPS,
+              num_samples: int = SCALE_RUN_SAMPLES, seed: int = 0) -> Tensor:
+    """Lesson 5's tiny unconditional run with the latents scaled by ``s``; the judge's valid flags of its samples.
+
+    The UNet (``UNetConfig.tiny()``, 4 channels) trains on ``s * raw`` with the tiny preset's loop and the
+    scaled-linear schedule for ``steps`` steps, on the CPU. It then draws ``num_samples`` latents with 50 ancestral
+    steps from N(0, I); they are divided by ``s`` again and decoded, so only the scale the diffusion saw differs.
+
+    Args:
+        s: the scale factor to try.
+        raw: (N, C, h, w) the encoder's unscaled latents of the training images.
+    Returns:
+        (num_samples,) bool: whether the judge calls each decoded sample a valid Shapes image.
+    """
+    recipe = LDM_PRESETS["tiny"]
+    channels = raw.shape[1]
+    with seeded(seed):
+        unet = UNet(replace(recipe.unet, in_channels=channels, out_channels=channels, context_dim=None))
+    schedule = NoiseSchedule.scaled_linear(1000)
+    config = replace(recipe.train, steps=steps, seed=seed)
+    result = train_diffusion(unet, s * raw.float().cpu(), schedule, config, progress=False)
+    z = _draw(result.ema_model.eval(), schedule, (num_samples, *raw.shape[1:]), seed)
+    with torch.no_grad():
+        images = autoencoder.cpu().decode(z / s).clamp(-1, 1)
+    return judge_images(judge.cpu(), images).valid
+
+
+def check_latent_scale(fn: Callable[[], Any], raw: Tensor, autoencoder: AutoencoderKL, judge: Judge) -> None:
+    """Experiment: ``fn() -> s``, a scale factor with which lesson 5's tiny run, trained for SCALE_RUN_STEPS steps
+    on ``s * raw``, draws samples the judge calls valid at least SCALE_RUN_VALID of the time."""
+    name = "latent_scale"
+    got = attempt(fn)
+    if got is NOT_ATTEMPTED:
+        return not_attempted(name)
+    s = _as_float(name, got, "return one number, the factor the raw latents are multiplied by")
+    if not 1e-3 <= s <= 1e3:
+        raise AssertionError(f"{name}: s = {s:g} is outside [0.001, 1000]. Hint: the raw latents' std is "
+                             f"{raw.std().item():.2f}")
+    valid = scale_run(s, raw, autoencoder, judge)
+    rate = valid.float().mean().item()
+    low, high = wilson_interval(rate, valid.numel())
+    measured = (f"with s = {s:.3g} (latent std {s * raw.std().item():.2f}) the run's samples were judged valid "
+                f"{rate:.0%} of the time (95% interval {low:.0%} to {high:.0%}, {valid.numel()} samples)")
+    if rate < SCALE_RUN_VALID:
+        raise AssertionError(f"{name}: {measured}, below {SCALE_RUN_VALID:.0%}. Hint: compare the latents' std "
+                             "with the noise the forward process adds, at the start and at the end of the chain")
+    return passed(name, f"{measured}; at least {SCALE_RUN_VALID:.0%} asked")

@@ -1,4 +1,5 @@
-"""Checkers for lesson 3, the UNet: output sizes, receptive fields, a ResBlock, and the cost of a convolution."""
+"""Checkers for lesson 3, the UNet: output sizes, receptive fields, a ResBlock, the cost of a convolution, and an
+experiment: a network whose every output pixel sees the whole image, on a budget."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import functools
 from typing import Any, Callable, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
 from tinyldm.unet_blocks import ResBlock
 
 __all__ = ["conv_output_size", "receptive_field", "conv_flops", "check_conv_output_size", "check_receptive_field",
-           "check_resblock", "check_conv_flops"]
+           "check_resblock", "check_conv_flops", "whole_view", "check_whole_view"]
 
 
 def _own_rng(check: Callable[..., None]) -> Callable[..., None]:
@@ -147,3 +149,92 @@ def check_conv_flops(fn: Callable[[int, int, int, int, int], int]) -> None:
                 "c_in * kernel * kernel products, and a multiply-add counts as 2 FLOPs"
             )
     return passed(name, "matches torch.utils.flop_counter on three convolutions")
+
+
+WHOLE_VIEW_SIZE = 32  # the side of the image the experiment's network maps to an image of the same size
+WHOLE_VIEW_BUDGET = 4  # the cost allowed, in convolutions at full resolution (output pixels / 32 ** 2)
+# Operations that move information between pixels, and whether the experiment allows them.
+_ALLOWED_MIXING = {"convolution", "upsample_nearest2d"}
+_ALLOWED_POINTWISE = {"silu", "relu", "gelu", "leaky_relu", "sigmoid", "tanh", "add", "sub", "mul", "div", "cat",
+                      "clone", "detach", "alias", "view", "_unsafe_view", "expand", "_to_copy", "empty_like", "neg"}
+
+
+class _PixelMixingLedger(TorchDispatchMode):
+    """Records every convolution's output pixels and refuses operations that mix pixels other than 3x3
+    convolutions (stride 1 or 2, no dilation) and nearest up-sampling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_pixels = 0
+        self.refused: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        op = func._schema.name.split("::")[-1].rstrip("_")
+        if op == "convolution":
+            weight, stride, dilation = args[1], tuple(args[3]), tuple(args[5])
+            if tuple(weight.shape[-2:]) != (3, 3) or not set(stride) <= {1, 2} or set(dilation) != {1}:
+                self.refused.append(f"a {tuple(weight.shape[-2:])} convolution with stride {stride} and dilation "
+                                    f"{dilation}")
+            self.conv_pixels += out.shape[-2] * out.shape[-1]
+        elif op not in _ALLOWED_MIXING and op not in _ALLOWED_POINTWISE:
+            self.refused.append(f"aten.{op}")
+        return out
+
+
+def whole_view(net: nn.Module, size: int = WHOLE_VIEW_SIZE, probes: int = 3) -> tuple[Tensor, float]:
+    """Which input pixels each corner and the centre of ``net``'s output depend on, and what ``net`` costs.
+
+    Returns ``(seen, cost)``: ``seen`` is a (5, size, size) bool map per probed output pixel (the four corners, then
+    the centre), true where the gradient of that output pixel with respect to the input is non-zero for any of
+    ``probes`` random inputs; ``cost`` is the output pixels of all convolutions over ``size ** 2``, the number of
+    full-resolution 3x3 convolutions the network is worth (widths aside)."""
+    generator = torch.Generator().manual_seed(0)
+    ledger = _PixelMixingLedger()
+    x = torch.randn(1, 3, size, size, generator=generator)
+    with torch.no_grad(), ledger:
+        out = net(x)
+    if ledger.refused:
+        raise AssertionError(f"whole_view: the network uses {ledger.refused[0]}, which this experiment does not allow. "
+                             "Hint: mix pixels only with 3x3 convolutions (stride 1 or 2) and nearest up-sampling "
+                             "(F.interpolate(h, scale_factor=2) or nn.Upsample(scale_factor=2)); activations, "
+                             "sums and torch.cat are fine")
+    if tuple(out.shape) != (1, 3, size, size):
+        raise AssertionError(f"whole_view: a (1, 3, {size}, {size}) image came out as {tuple(out.shape)}. Hint: "
+                             "like a UNet, the network must return an image of the input's size")
+    probe_points = [(0, 0), (0, size - 1), (size - 1, 0), (size - 1, size - 1), (size // 2, size // 2)]
+    seen = torch.zeros(len(probe_points), size, size, dtype=torch.bool)
+    for _ in range(probes):
+        x = torch.randn(1, 3, size, size, generator=generator, requires_grad=True)
+        out = net(x)
+        for k, (i, j) in enumerate(probe_points):
+            (grad,) = torch.autograd.grad(out[0, :, i, j].sum(), x, retain_graph=k < len(probe_points) - 1)
+            seen[k] |= grad[0].abs().sum(0) > 0
+    return seen, ledger.conv_pixels / size ** 2
+
+
+@_own_rng
+def check_whole_view(fn: Callable[[], nn.Module]) -> None:
+    """Experiment: ``fn() -> nn.Module``, a network from a (1, 3, 32, 32) image to one of the same size in which
+    every output pixel depends on every input pixel, at a cost of at most WHOLE_VIEW_BUDGET full-resolution
+    convolutions. Only 3x3 convolutions and nearest up-sampling may mix pixels."""
+    name = "whole_view"
+    net = attempt(fn)
+    if net is NOT_ATTEMPTED:
+        return not_attempted(name)
+    if not isinstance(net, nn.Module):
+        raise AssertionError(f"{name}: return an nn.Module, got {type(net).__name__}")
+    seen, cost = whole_view(net.eval())
+    blind = [where for where, s in zip(("top left", "top right", "bottom left", "bottom right", "centre"), seen)
+             if not s.all()]
+    if blind:
+        worst = int(seen.sum((1, 2)).min())
+        raise AssertionError(f"{name}: the output pixel at the {blind[0]} sees {worst} of the "
+                             f"{WHOLE_VIEW_SIZE ** 2} input pixels, not all. Hint: every halving doubles how far "
+                             "one more 3x3 convolution reaches")
+    if cost > WHOLE_VIEW_BUDGET:
+        raise AssertionError(f"{name}: every output pixel sees the whole image, but the convolutions cost {cost:.2f} "
+                             f"full-resolution convolutions, more than {WHOLE_VIEW_BUDGET}. Hint: a convolution on a "
+                             "16x16 map costs a quarter of one on 32x32")
+    return passed(name, f"every probed output pixel sees all {WHOLE_VIEW_SIZE} x {WHOLE_VIEW_SIZE} input pixels, "
+                        f"for {cost:.2f} full-resolution convolutions (budget {WHOLE_VIEW_BUDGET})")
