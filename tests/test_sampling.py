@@ -316,3 +316,76 @@ def test_dpm_solver_with_the_optimal_gaussian_predictor_recovers_the_data_moment
     assert abs(x0.std().item() - s) < 0.6 * abs(ddim.std().item() - s)  # measured: 0.478 vs 0.429 at 10 steps
     if steps == 20:
         assert abs(x0.mean().item() - mu) < 0.02 and abs(x0.std().item() - s) < 0.01
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddim", 10), ("ddpm", 10), ("ddpm", 50), ("dpm++", 10)])
+def test_starting_at_the_noisiest_step_is_plain_sampling(sampler, steps):
+    schedule = NoiseSchedule.linear(50)
+    model = _gaussian_eps_model(torch.tensor(0.3), torch.tensor(0.7), schedule)
+    xT = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
+
+    def draw(**kwargs):
+        return sample(model, (8, 2), schedule, sampler, steps, generator=torch.Generator().manual_seed(2), xT=xT,
+                      progress=False, **kwargs)
+
+    assert torch.equal(draw(t_start=49), draw())
+
+
+@pytest.mark.parametrize("k", [1, 4, 9])
+def test_deterministic_ddim_started_part_way_runs_the_tail_of_the_same_sequence(k):
+    schedule = NoiseSchedule.linear(100)
+    model = _gaussian_eps_model(torch.tensor(0.3), torch.tensor(0.7), schedule)
+    seen = []
+    full = ddim_sample(model, (8, 2), schedule, 10, generator=torch.Generator().manual_seed(0), progress=False,
+                       callback=lambda info: seen.append((info["t"], info["xt"])))
+    t_start, x_start = seen[k]
+    visited = []
+    tail = ddim_sample(model, (8, 2), schedule, 10, xT=x_start, t_start=t_start, progress=False,
+                       callback=lambda info: visited.append(info["t"]))
+    assert visited == [t for t, _ in seen[k:]]
+    torch.testing.assert_close(tail, full, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddim", 10), ("ddpm", 100), ("dpm++", 10)])
+def test_a_start_between_the_sequences_indices_is_visited_first(sampler, steps):
+    schedule = NoiseSchedule.linear(100)
+    visited = []
+    sample(lambda xt, t: torch.zeros_like(xt), (2, 2), schedule, sampler, steps, xT=torch.zeros(2, 2), t_start=35,
+           progress=False, generator=torch.Generator().manual_seed(0), callback=lambda info: visited.append(info["t"]))
+    expected = [35, *range(34, -1, -1)] if steps == 100 else [35, 29, 19, 9]
+    assert visited == expected
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddim", 5), ("ddpm", 20), ("dpm++", 5)])
+def test_after_step_replaces_x_prev_and_the_callback_sees_the_replacement(sampler, steps):
+    schedule = NoiseSchedule.linear(20)
+    model = _gaussian_eps_model(torch.tensor(0.3), torch.tensor(0.7), schedule)
+    xT = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+
+    def pin_first_coordinate(info):
+        x_prev = info["x_prev"].clone()
+        x_prev[:, 0] = 5.0
+        return x_prev
+
+    steps_seen = []
+    out = sample(model, (4, 3), schedule, sampler, steps, xT=xT, progress=False, after_step=pin_first_coordinate,
+                 generator=torch.Generator().manual_seed(1),
+                 callback=lambda info: steps_seen.append((info["xt"].clone(), info["x_prev"].clone())))
+    assert (out[:, 0] == 5.0).all() and not (out[:, 1:] == 5.0).any()
+    assert all((x_prev[:, 0] == 5.0).all() for _, x_prev in steps_seen)
+    assert all((xt[:, 0] == 5.0).all() for xt, _ in steps_seen[1:])  # the next step starts from the replacement
+    keep = sample(model, (4, 3), schedule, sampler, steps, xT=xT, progress=False,
+                  after_step=lambda info: info["x_prev"], generator=torch.Generator().manual_seed(1))
+    assert torch.equal(keep, sample(model, (4, 3), schedule, sampler, steps, xT=xT, progress=False,
+                                    generator=torch.Generator().manual_seed(1)))
+
+
+def test_bad_starts_and_hooks_raise_clear_errors():
+    schedule = NoiseSchedule.linear(20)
+    model = _gaussian_eps_model(torch.tensor(0.3), torch.tensor(0.7), schedule)
+    with pytest.raises(ValueError, match=r"t_start must be a step index, an int in \[0, 19\], got 20"):
+        sample(model, (2, 2), schedule, "ddim", 5, xT=torch.zeros(2, 2), t_start=20, progress=False)
+    with pytest.raises(ValueError, match="t_start=7 starts the reverse process part-way: pass the sample"):
+        sample(model, (2, 2), schedule, "ddim", 5, t_start=7, progress=False)
+    with pytest.raises(ValueError, match=r"after_step must return the x_prev to use.*got NoneType"):
+        sample(model, (2, 2), schedule, "dpm++", 5, after_step=lambda info: None, progress=False)

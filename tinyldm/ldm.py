@@ -174,11 +174,39 @@ class LatentDiffusion(nn.Module):
         return diffusion_loss(self.unet, z0, self.schedule, generator=generator, t=t, eps=eps,
                               conditioning=conditioning)
 
+    def denoiser(self, prompts: Sequence[str] | None = None, num_images_per_prompt: int = 1,
+                 guidance_scale: float = 3.0) -> tuple[Callable[..., Tensor], int]:
+        """The noise predictor the samplers call, ``model(z_t, t) -> eps_pred``, and the batch size it expects.
+
+        For a text-conditioned model this is the UNet under classifier-free guidance for the prompts, each repeated
+        ``num_images_per_prompt`` times (Ho & Salimans 2022, Eq. 6); for an unconditional one the UNet itself, and
+        the batch is ``num_images_per_prompt``. ``sample`` calls this; so does DDIM inversion
+        (``tinyldm.inversion``), which must run the very model the sampler runs.
+
+        Returns:
+            (model taking z_t (B, C, h, w) and t (B,) and returning eps_pred (B, C, h, w), B).
+        """
+        n = num_images_per_prompt
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_images_per_prompt must be a positive int, got {n!r}")
+        if self.text_encoder is None:
+            if prompts is not None:
+                self.encode_prompts(prompts)  # raises: this model reads no prompts
+            return self.unet, n
+        if prompts is None:
+            raise ValueError("this model is text-conditioned: pass prompts, e.g. "
+                             "['a large red circle at the top left']")
+        prompts = [p for p in check_prompts(prompts) for _ in range(n)]
+        context, mask = self.encode_prompts(prompts)
+        null, null_mask = self.text_encoder.encode_null(1)
+        return ClassifierFreeGuidance(self.unet, context, null, guidance_scale, mask, null_mask), len(prompts)
+
     @torch.no_grad()
     def sample(self, prompts: Sequence[str] | None = None, num_images_per_prompt: int = 1, steps: int = 50,
                sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 3.0,
                generator: torch.Generator | None = None, callback: Callable[[dict[str, Any]], None] | None = None,
-               progress: bool = True, xT: Tensor | None = None) -> Tensor:
+               progress: bool = True, xT: Tensor | None = None, t_start: int | None = None,
+               after_step: Callable[[dict[str, Any]], Tensor] | None = None) -> Tensor:
         """Draw latents with the reverse process and decode them (Rombach et al. 2022, Sec. 3.2 and 3.3).
 
         Args:
@@ -193,34 +221,23 @@ class LatentDiffusion(nn.Module):
             generator: source of z_T and the steps' noise (on the model's device).
             callback: called after every step with the sampler's dict (latents ``xt``, ``x0_pred`` ...).
             progress: show a progress bar.
-            xT: (B, C, h, w) starting latents instead of drawn ones.
+            xT: (B, C, h, w) starting latents instead of drawn ones (with ``t_start``: the latents at that step).
+            t_start: start part-way, at this step index in [0, T-1], from ``xT``: the sampler runs the indices of
+                its ``steps``-step sequence at or below it (SDEdit, ``tinyldm.img2img``); None is plain sampling.
+            after_step: called after every step with the sampler's dict; returns the (B, C, h, w) latents to use as
+                x_prev (blended inpainting, ``tinyldm.inpainting``); see ``tinyldm.sampling.ddpm_sample``.
         Returns:
             (B, 3, image_size, image_size) images in [-1, 1], B = len(prompts) * num_images_per_prompt; prompt
             i's images are rows i * num_images_per_prompt onwards.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-        n = num_images_per_prompt
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"num_images_per_prompt must be a positive int, got {n!r}")
-        model: Callable[..., Tensor] = self.unet
-        if self.text_encoder is None:
-            if prompts is not None:
-                self.encode_prompts(prompts)  # raises: this model reads no prompts
-            batch = n
-        else:
-            if prompts is None:
-                raise ValueError("this model is text-conditioned: pass prompts, e.g. "
-                                 "['a large red circle at the top left']")
-            prompts = [p for p in check_prompts(prompts) for _ in range(n)]
-            context, mask = self.encode_prompts(prompts)
-            null, null_mask = self.text_encoder.encode_null(1)
-            model = ClassifierFreeGuidance(self.unet, context, null, guidance_scale, mask, null_mask)
-            batch = len(prompts)
+        model, batch = self.denoiser(prompts, num_images_per_prompt, guidance_scale)
         self.eval()
         shape = (batch, *self.latent_shape)
         # No clipping of x0 predictions: latents are not confined to [-1, 1] the way pixels are.
-        z0 = sample(model, shape, self.schedule, sampler, steps, eta, generator, callback, xT=xT, progress=progress)
+        z0 = sample(model, shape, self.schedule, sampler, steps, eta, generator, callback, xT=xT, progress=progress,
+                    t_start=t_start, after_step=after_step)
         return self.decode_latents(z0)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
