@@ -72,3 +72,35 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+def build_tiny_ldm(conditional: bool = True, num_steps: int = 50):
+    """A fresh tiny text-to-image LatentDiffusion on 32x32 images (8x8x4 latents), seeded, untrained; its zero-
+    initialised output layers are filled so that the UNet's prediction depends on its input and the prompt."""
+    import dataclasses
+
+    from tinyldm.ldm import LatentDiffusion
+    from tinyldm.schedule import NoiseSchedule
+    from tinyldm.text import TextEncoderConfig, TinyTextEncoder
+    from tinyldm.unet import UNet, UNetConfig
+
+    with seeded(0):
+        autoencoder = AutoencoderKL(AutoencoderConfig.tiny())
+    config = dataclasses.replace(UNetConfig.tiny(32 if conditional else None), in_channels=4, out_channels=4,
+                                 base_channels=8, num_heads=2)
+    with seeded(1):
+        unet = UNet(config)
+        for p in unet.parameters():
+            if p.ndim > 1 and not p.any():
+                torch.nn.init.normal_(p, std=0.05)
+    text = None
+    if conditional:
+        with seeded(2):
+            text = TinyTextEncoder(TextEncoderConfig.tiny())
+    return LatentDiffusion(autoencoder, unet, NoiseSchedule.scaled_linear(num_steps), text, 32).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm():
+    """A tiny untrained text-to-image LatentDiffusion (``build_tiny_ldm``), shared by the editing tests."""
+    return build_tiny_ldm()
