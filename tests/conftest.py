@@ -104,3 +104,9 @@ def build_tiny_ldm(conditional: bool = True, num_steps: int = 50):
 def tiny_ldm():
     """A tiny untrained text-to-image LatentDiffusion (``build_tiny_ldm``), shared by the editing tests."""
     return build_tiny_ldm()
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm_folder(tmp_path_factory, tiny_ldm):
+    """The folder of the tiny pipeline (``tiny_ldm``), for the commands' ``--checkpoint``."""
+    return tiny_ldm.save_pretrained(tmp_path_factory.mktemp("tiny-ldm"))

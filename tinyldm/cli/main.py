@@ -180,6 +180,22 @@ def _run_train_ldm(args: argparse.Namespace) -> dict[str, Path]:
     return result.files
 
 
+def _run_train_application(args: argparse.Namespace) -> dict[str, Path]:
+    from tinyldm.jobs.applications import train_application
+
+    device = _choose_device(args)
+    objective = getattr(args, "objective", "diffusion")
+    _say(f"tinyldm train {args.model}: {args.config} preset, {objective}, on {device} ({torch.get_num_threads()} "
+         "CPU threads)")
+    result = train_application(args.model, args.config, args.out, device, objective=objective, base=args.base,
+                               steps=args.steps, batch_size=args.batch_size, num_images=args.num_images,
+                               resume=args.resume, speed=_speed(args), checkpoint_every=args.checkpoint_every)
+    last = result.losses[-100:]
+    _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} latents/s; mean loss of the last "
+         f"{len(last)} steps {sum(last) / len(last):.4f}")
+    return result.files
+
+
 def _run_demo(args: argparse.Namespace) -> dict[str, Path]:
     from tinyldm.jobs.demo import render_demo
     from tinyldm.jobs.ldm import load_ldm
@@ -293,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             written = _run_train_autoencoder(args)
         elif args.command == "train" and args.model == "ldm":
             written = _run_train_ldm(args)
+        elif args.command == "train" and args.model in ("inpaint", "sr"):
+            written = _run_train_application(args)
         elif args.command == "train":
             written = _run_train(args)
         elif args.command == "demo":

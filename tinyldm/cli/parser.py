@@ -13,7 +13,8 @@ import torch
 from tinyldm.sampling import SAMPLERS
 from tinyldm.schedule import NoiseSchedule
 
-__all__ = ["SCHEDULES", "MAX_FORWARD_SIZE", "GENERATE_SAMPLER", "GENERATE_STEPS", "MAX_ANIMATED_IMAGES",
+__all__ = ["SCHEDULES", "MAX_FORWARD_SIZE", "GENERATE_SAMPLER", "GENERATE_STEPS", "EDIT_SAMPLER", "EDIT_STEPS",
+           "INPAINT_METHODS", "MAX_ANIMATED_IMAGES",
            "build_parser", "parse_device"]
 
 MAX_FORWARD_SIZE = 1024  # the forward command's largest image side: a strip of 4 such images is already 100 MB
@@ -22,6 +23,10 @@ _MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 # sweep in data/checkpoints/ldm-shapes/README.md (python benchmarks/caption_accuracy.py --sweep)
 GENERATE_SAMPLER = "dpm++"
 GENERATE_STEPS = 6
+# the editing commands' sampler: ancestral steps let an edit settle into what is kept (img2img runs a share of them)
+EDIT_SAMPLER = "ddpm"
+EDIT_STEPS = 50
+INPAINT_METHODS = ("blend", "trained")  # blended latent diffusion (tinyldm.inpainting); a model trained with masks
 MAX_ANIMATED_IMAGES = 16  # a GIF shows every image in every frame: more than 4 x 4 are too small to follow
 
 SCHEDULES = {
@@ -102,6 +107,29 @@ def _preset_of(module: str, table: str) -> Callable[[str], str]:
         return text
 
     return preset
+
+
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a strength in (0, 1] (0.3 keeps the picture, 1 forgets it), "
+                                         f"got {text}")
+    return value
+
+
+def _box(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    try:
+        box = tuple(int(p) for p in parts)
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise argparse.ArgumentTypeError(f"expected four whole numbers X0,Y0,X1,Y1 (pixels, end-exclusive), got "
+                                         f"{text!r}")
+    return box  # type: ignore[return-value]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +272,44 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", type=Path, required=True, help="folder for the pictures")
     sampler_options(generate, GENERATE_SAMPLER, GENERATE_STEPS, animation=True)
     device_options(generate)
+
+    def edit_options(sub: argparse.ArgumentParser) -> None:
+        """The options the editing commands (img2img, inpaint) share."""
+        sub.add_argument("--image", type=Path, required=True,
+                         help="the picture to edit, a PNG or JPEG at the model's size (32x32 for ldm-shapes)")
+        sub.add_argument("--prompt", default=None,
+                         help="what the edited picture should show, e.g. 'a large red circle at the top left' (leave "
+                              "out for an unconditional model)")
+        sub.add_argument("--out", type=Path, required=True, help="folder for the pictures")
+        sub.add_argument("--checkpoint", type=Path, default=None,
+                         help="pipeline folder (default: the shipped data/checkpoints/ldm-shapes)")
+        sub.add_argument("--num-images", type=_positive_int, default=1, help="edits to draw (default 1)")
+        sub.add_argument("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
+        sub.add_argument("--guidance-scale", type=_non_negative_float, default=3.0,
+                         help="classifier-free guidance scale: 1 = none, larger follows the prompt more closely "
+                              "(default 3)")
+        sampler_options(sub, EDIT_SAMPLER, EDIT_STEPS)
+        device_options(sub)
+
+    img2img = commands.add_parser("img2img", help="redraw a picture after a prompt with SDEdit: noise it part of "
+                                                  "the way, denoise it with a text-to-image model")
+    img2img.add_argument("--strength", type=_strength, default=0.6,
+                         help="how far to noise, in (0, 1]: 0.3 keeps the picture and redraws its details, 1 "
+                              "forgets it; runs the last strength * --steps steps (default 0.6)")
+    edit_options(img2img)
+
+    inpaint = commands.add_parser("inpaint", help="fill a hole in a picture after a prompt, keeping every other "
+                                                  "pixel")
+    hole = inpaint.add_mutually_exclusive_group(required=True)
+    hole.add_argument("--mask", type=Path, default=None,
+                      help="a picture at the image's size, white where to fill (grey levels above half count as "
+                           "white)")
+    hole.add_argument("--box", type=_box, default=None, metavar="X0,Y0,X1,Y1",
+                      help="the hole as a box in pixels, end-exclusive, x to the right and y down: 8,8,24,24")
+    inpaint.add_argument("--method", choices=INPAINT_METHODS, default="blend",
+                         help="blend: blended latent diffusion, with any text-to-image model and no training; "
+                              "trained: a model with inpainting channels, given with --checkpoint (default blend)")
+    edit_options(inpaint)
 
     evaluate = commands.add_parser("evaluate", help="judge a pixel model's samples: validity, frequencies, FID")
     evaluate.add_argument("--checkpoint", type=Path, default=None,
