@@ -262,6 +262,39 @@ def _run_generate(args: argparse.Namespace) -> dict[str, Path]:
     return _write_samples(images, frames, args.out)
 
 
+def _load_edit_model(args: argparse.Namespace):
+    from tinyldm.jobs.ldm import load_ldm
+    from tinyldm.pretrained import checkpoint_dir
+
+    folder = args.checkpoint or checkpoint_dir("ldm-shapes")
+    ldm = load_ldm(folder, _choose_device(args))
+    if ldm.text_encoder is not None and args.prompt is None:
+        raise ValueError(f"{folder} is a text-to-image model: pass --prompt, e.g. --prompt "
+                         "'a large red circle at the top left'")
+    return ldm
+
+
+def _run_img2img(args: argparse.Namespace) -> dict[str, Path]:
+    from tinyldm.jobs.edit import run_img2img
+
+    ldm = _load_edit_model(args)
+    with torch.inference_mode():
+        return run_img2img(ldm, args.image, args.prompt, args.strength, args.out, args.num_images, args.seed,
+                           args.steps, args.sampler, args.guidance_scale)
+
+
+def _run_inpaint(args: argparse.Namespace) -> dict[str, Path]:
+    from tinyldm.jobs.edit import run_inpaint
+
+    if args.method == "trained":  # refused before loading anything: see run_inpaint
+        return run_inpaint(None, args.image, args.prompt, args.out, args.mask, args.box, args.method,
+                           checkpoint=args.checkpoint)
+    ldm = _load_edit_model(args)
+    with torch.inference_mode():
+        return run_inpaint(ldm, args.image, args.prompt, args.out, args.mask, args.box, args.method,
+                           args.num_images, args.seed, args.steps, args.sampler, args.guidance_scale)
+
+
 def _run_sample(args: argparse.Namespace) -> dict[str, Path]:
     from tinyldm.jobs.pixel import load_pixel_model, sample_pixel
     from tinyldm.pretrained import checkpoint_dir
@@ -317,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             written = _run_demo(args)
         elif args.command == "generate":
             written = _run_generate(args)
+        elif args.command == "img2img":
+            written = _run_img2img(args)
+        elif args.command == "inpaint":
+            written = _run_inpaint(args)
         elif args.command == "reconstruct":
             written = _run_reconstruct(args)
         elif args.command == "sample":
