@@ -1,0 +1,185 @@
+"""The trained applications of lesson 8, measured: inpainting and 4x super-resolution by concat conditioning.
+
+Inpainting (``--task inpaint``): held-out Shapes test images (split "test", never trained on); the object's box,
+widened by 2 pixels, is the hole, and the prompt asks for a different colour and shape at the same size and place
+(never a held-out colour-shape pair). Each method's output is pasted into the kept pixels; the shipped judge
+(data/checkpoints/judge-shapes) then reads the picture and counts it right when colour, shape, size and position
+all match the new prompt. Also: the raw output's error outside the hole (what the paste hides), the seam error in a
+2-pixel band just inside the hole's edge (background there, in the original), network calls and seconds per image.
+The trained model (data/checkpoints/ldm-shapes-inpaint) is compared with training-free blended inpainting
+(``tinyldm.inpainting.inpaint``) on the text-to-image model it was fine-tuned from.
+
+Super-resolution (``--task sr``): held-out test images downsampled 4x (bicubic, antialiased) to 8x8 and brought
+back to 32x32 by bicubic interpolation, by the regression baseline and by the diffusion model; PSNR against the
+32x32 original, the judge's agreement with the original's caption, and the high-frequency ratio (1 = as sharp as
+the originals, below 1 = blurred; ``tinyldm.evaluation.spectrum``). The autoencoder's own reconstruction is the
+ceiling of both latent models.
+
+Usage: ``python benchmarks/applications_trained.py --task inpaint|sr [--num-images 128] [--threads 1] [--json F]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from report import chosen_device, machine_options, report  # benchmarks/report.py, a sibling
+
+from tinyldm.concat_conditioning import ConcatConditionedLDM, downsample_images
+from tinyldm.data.masks import object_boxes
+from tinyldm.data.shapes import COLORS, HELD_OUT, SHAPES, Shapes, caption
+from tinyldm.evaluation.judge import Judge
+from tinyldm.evaluation.metrics import caption_accuracy, psnr
+from tinyldm.evaluation.spectrum import high_frequency_ratio
+from tinyldm.jobs.ldm import load_ldm
+from tinyldm.pretrained import checkpoint_dir
+
+MARGIN = 2  # pixels of background around the object in the hole
+BAND = 2  # width of the seam band inside the hole's edge
+
+
+def test_images(n: int, seed: int = 0) -> tuple[torch.Tensor, list[dict[str, str]]]:
+    dataset = Shapes(n, split="test", seed=seed)
+    items = [dataset[i] for i in range(n)]
+    return torch.stack([item["image"] for item in items]), [item["attributes"] for item in items]
+
+
+def object_holes(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W): each image's object box widened by MARGIN pixels."""
+    B, _, H, W = images.shape
+    mask = torch.zeros(B, 1, H, W)
+    for b, (top, left, bottom, right) in enumerate(object_boxes(images).tolist()):
+        mask[b, 0, max(0, top - MARGIN):bottom + MARGIN, max(0, left - MARGIN):right + MARGIN] = 1
+    return mask
+
+
+def new_captions(attributes: list[dict[str, str]], seed: int = 0) -> list[str]:
+    """A different colour and shape at the same size and place, drawn from a seed; no held-out pair."""
+    g = torch.Generator().manual_seed(seed)
+    captions = []
+    for a in attributes:
+        choices = [(c, s) for c in COLORS for s in SHAPES
+                   if c != a["color"] and s != a["shape"] and (c, s) not in HELD_OUT]
+        color, shape = choices[int(torch.randint(len(choices), (1,), generator=g))]
+        captions.append(caption({**a, "color": color, "shape": shape}))
+    return captions
+
+
+def inner_band(mask: torch.Tensor) -> torch.Tensor:
+    """The hole's pixels within BAND of its edge: mask minus the mask eroded by BAND."""
+    eroded = -F.max_pool2d(-mask, 2 * BAND + 1, stride=1, padding=BAND)
+    return mask - eroded
+
+
+def measure_inpainting(args: argparse.Namespace, device: torch.device, judge: Judge) -> dict[str, float]:
+    from tinyldm.inpainting import inpaint  # the training-free method of the same lesson
+
+    images, attributes = test_images(args.num_images)
+    mask, prompts = object_holes(images), new_captions(attributes)
+    band, outside = inner_band(mask), 1 - mask
+    trained = ConcatConditionedLDM.from_pretrained(args.inpaint_checkpoint).to(device)
+    base = load_ldm(args.base_checkpoint, device)
+    figures: dict[str, float] = {"num_images": len(prompts), "hole_fraction": mask.mean().item()}
+    for method in ("trained", "blend"):
+        generator = torch.Generator(device).manual_seed(args.seed)
+        start = time.perf_counter()
+        if method == "trained":
+            c = trained.inpainting_conditioning(images, mask)
+            raw = trained.sample(prompts, c, steps=args.steps, sampler=args.sampler, guidance_scale=args.guidance,
+                                 generator=generator, progress=False).cpu()
+            result = mask * raw + outside * images
+            figures[f"{method}_outside_mae_before_paste"] = ((raw - images).abs() * outside).sum().item() / (
+                3 * outside.sum().item())
+        else:
+            result = inpaint(base, images, mask, prompts, steps=args.steps, sampler=args.sampler,
+                             guidance_scale=args.guidance, generator=generator, progress=False).cpu()
+        seconds = time.perf_counter() - start
+        accuracy = caption_accuracy(judge, result, prompts)
+        figures[f"{method}_all_four_right"] = accuracy["all"]
+        figures[f"{method}_color_right"] = accuracy["color"]
+        figures[f"{method}_shape_right"] = accuracy["shape"]
+        figures[f"{method}_valid"] = accuracy["valid"]
+        figures[f"{method}_outside_max_after_paste"] = ((result - images).abs() * outside).max().item()
+        figures[f"{method}_seam_mae"] = ((result - images).abs() * band).sum().item() / (3 * band.sum().item())
+        figures[f"{method}_network_calls_per_image"] = args.steps * (2 if args.guidance not in (0, 1) else 1)
+        figures[f"{method}_seconds_per_image"] = seconds / len(prompts)
+        if args.save:
+            from tinyldm.viz.images import save_grid
+            save_grid(torch.cat([images[:8], masked(images[:8], mask[:8]), result[:8]]), args.save / f"{method}.png",
+                      nrow=8, scale=3)
+    return figures
+
+
+def masked(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return images * (1 - mask)
+
+
+def measure_sr(args: argparse.Namespace, device: torch.device, judge: Judge) -> dict[str, float]:
+    images, attributes = test_images(args.num_images)
+    captions = [caption(a) for a in attributes]
+    low = downsample_images(images)
+    diffusion = ConcatConditionedLDM.from_pretrained(args.sr_checkpoint).to(device)
+    regression = ConcatConditionedLDM.from_pretrained(args.regression_checkpoint).to(device)
+    outputs: dict[str, tuple[torch.Tensor, float, int]] = {}
+    start = time.perf_counter()
+    outputs["bicubic"] = (F.interpolate(low, size=images.shape[-2:], mode="bicubic", align_corners=False)
+                          .clamp(-1, 1), time.perf_counter() - start, 0)
+    start = time.perf_counter()
+    outputs["autoencoder"] = (diffusion.decode_latents(diffusion.encode_images(images)).cpu(),
+                              time.perf_counter() - start, 0)
+    start = time.perf_counter()
+    outputs["regression"] = (regression.sample(None, regression.sr_conditioning(low)).cpu(),
+                             time.perf_counter() - start, 1)
+    for sampler, steps, eta in (("ddim", args.steps, 0.0), ("ddpm", args.steps, 1.0)):
+        generator = torch.Generator(device).manual_seed(args.seed)
+        start = time.perf_counter()
+        out = diffusion.sample(None, diffusion.sr_conditioning(low), steps=steps, sampler=sampler, eta=eta,
+                               generator=generator, progress=False).cpu()
+        outputs[f"diffusion_{sampler}{steps}"] = (out, time.perf_counter() - start, steps)
+    figures: dict[str, float] = {"num_images": len(captions)}
+    for name, (out, seconds, calls) in outputs.items():
+        figures[f"{name}_psnr"] = psnr(out, images).mean().item()
+        figures[f"{name}_judge_agrees"] = caption_accuracy(judge, out, captions)["all"]
+        figures[f"{name}_hf_ratio"] = high_frequency_ratio(images, out)
+        figures[f"{name}_network_calls"] = calls
+        figures[f"{name}_seconds_per_image"] = seconds / len(captions)
+    if args.save:
+        from tinyldm.viz.images import save_grid
+        up = F.interpolate(low[:8], size=images.shape[-2:], mode="nearest")
+        rows = [images[:8], up] + [outputs[k][0][:8] for k in outputs if k != "autoencoder"]
+        save_grid(torch.cat(rows), args.save / "sr.png", nrow=8, scale=3)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=("inpaint", "sr"), required=True)
+    parser.add_argument("--num-images", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--sampler", default="ddim", help="inpainting's sampler (default ddim)")
+    parser.add_argument("--guidance", type=float, default=3.0, help="inpainting's guidance scale (default 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inpaint-checkpoint", type=Path, default=None)
+    parser.add_argument("--base-checkpoint", type=Path, default=None)
+    parser.add_argument("--sr-checkpoint", type=Path, default=None)
+    parser.add_argument("--regression-checkpoint", type=Path, default=None)
+    parser.add_argument("--save", type=Path, default=None, help="folder for example grids")
+    machine_options(parser)
+    args = parser.parse_args()
+    defaults = {"inpaint": {"inpaint_checkpoint": "ldm-shapes-inpaint", "base_checkpoint": "ldm-shapes"},
+                "sr": {"sr_checkpoint": "ldm-shapes-sr", "regression_checkpoint": "ldm-shapes-sr-regression"}}
+    for name, shipped in defaults[args.task].items():
+        setattr(args, name, getattr(args, name) or checkpoint_dir(shipped))
+    device = chosen_device(args)
+    judge = Judge.from_pretrained(checkpoint_dir("judge-shapes")).to(device)
+    with torch.inference_mode():
+        figures = measure_inpainting(args, device, judge) if args.task == "inpaint" else measure_sr(args, device,
+                                                                                                   judge)
+    report(figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
