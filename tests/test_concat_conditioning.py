@@ -172,3 +172,17 @@ def test_masks_at_latent_resolution_and_the_masked_image():
     x = images(1)
     assert torch.equal(masked_images(x, mask)[mask.expand_as(x) > 0], torch.zeros(3))
     assert downsample_images(x).shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize("name, kind, objective", [("ldm-shapes-inpaint", "inpaint", "diffusion"),
+                                                   ("ldm-shapes-sr", "sr", "diffusion"),
+                                                   ("ldm-shapes-sr-regression", "sr", "regression")])
+def test_the_shipped_models_load_with_their_kind_and_a_card(name, kind, objective):
+    from tinyldm.pretrained import checkpoint_dir
+
+    folder = checkpoint_dir(name)
+    model = ConcatConditionedLDM.from_pretrained(folder)
+    assert (model.kind, model.objective, model.latent_shape) == (kind, objective, (4, 8, 8))
+    for file in ("README.md", "provenance.json", "loss.png"):
+        assert (folder / file).is_file(), file
+    assert not (folder / "train_state.pt").exists()  # the optimiser's state stays in the run folder
