@@ -217,6 +217,31 @@ def build_parser() -> argparse.ArgumentParser:
                           "autoencoder-shapes for tiny and small)")
     ldm.add_argument("--unconditional", action="store_true",
                      help="no text encoder and no cross-attention: unconditional latent diffusion (lesson 5)")
+    for name, table, what in (("inpaint", "INPAINT_PRESETS", "an inpainting model (lesson 8)"),
+                              ("sr", "SR_PRESETS", "a 4x super-resolution model, 8x8 -> 32x32 (lesson 8)")):
+        application = models.add_parser(name, help=f"{what}, fine-tuned from the text-to-image model by concat "
+                                                    "conditioning")
+        application.add_argument("--config", type=_preset_of("tinyldm.jobs.applications", table), default="small",
+                                 help=f"a preset of tinyldm.jobs.applications.{table} (default small, the shipped "
+                                      "model; tiny trains in seconds)")
+        application.add_argument("--out", type=Path, required=True, help="run folder: the model, checkpoints, loss log")
+        application.add_argument("--base", type=Path, default=None,
+                                 help="the text-to-image pipeline to fine-tune (default data/checkpoints/ldm-shapes)")
+        application.add_argument("--steps", type=_positive_int, default=None,
+                                 help="optimiser steps (default: the preset's)")
+        application.add_argument("--batch-size", type=_positive_int, default=None, help="latents per step")
+        application.add_argument("--num-images", type=_positive_int, default=None,
+                                 help="distinct Shapes training images (default: the preset's)")
+        application.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+        application.add_argument("--checkpoint-every", type=_int_in(0), default=None, metavar="N",
+                                 help="steps between checkpoints (default: the preset's; 0: only at the end)")
+        device_options(application)
+        speed_options(application)
+        if name == "sr":
+            application.add_argument("--objective", choices=("diffusion", "regression"), default="diffusion",
+                                     help="diffusion (the default) or regression: the same network trained with "
+                                          "an MSE to predict the high-resolution latent in one call (the baseline "
+                                          "of Rombach et al. 2022, Tab. 5)")
     judge = models.add_parser("judge", help="the Shapes judge classifier that tinyldm evaluate uses")
     judge.add_argument("--out", type=Path, required=True, help="folder for the judge")
     judge.add_argument("--steps", type=_positive_int, default=1000, help="optimiser steps (default 1000)")
