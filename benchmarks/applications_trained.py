@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from report import chosen_device, machine_options, report  # benchmarks/report.py, a sibling
 
 from tinyldm.concat_conditioning import ConcatConditionedLDM, downsample_images
-from tinyldm.data.masks import object_boxes
+from tinyldm.data.masks import object_holes
 from tinyldm.data.shapes import COLORS, HELD_OUT, SHAPES, Shapes, caption
 from tinyldm.evaluation.judge import Judge
 from tinyldm.evaluation.metrics import caption_accuracy, psnr
@@ -45,15 +45,6 @@ def test_images(n: int, seed: int = 0) -> tuple[torch.Tensor, list[dict[str, str
     dataset = Shapes(n, split="test", seed=seed)
     items = [dataset[i] for i in range(n)]
     return torch.stack([item["image"] for item in items]), [item["attributes"] for item in items]
-
-
-def object_holes(images: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W): each image's object box widened by MARGIN pixels."""
-    B, _, H, W = images.shape
-    mask = torch.zeros(B, 1, H, W)
-    for b, (top, left, bottom, right) in enumerate(object_boxes(images).tolist()):
-        mask[b, 0, max(0, top - MARGIN):bottom + MARGIN, max(0, left - MARGIN):right + MARGIN] = 1
-    return mask
 
 
 def new_captions(attributes: list[dict[str, str]], seed: int = 0) -> list[str]:
@@ -78,7 +69,7 @@ def measure_inpainting(args: argparse.Namespace, device: torch.device, judge: Ju
     from tinyldm.inpainting import inpaint  # the training-free method of the same lesson
 
     images, attributes = test_images(args.num_images)
-    mask, prompts = object_holes(images), new_captions(attributes)
+    mask, prompts = object_holes(images, MARGIN), new_captions(attributes)
     band, outside = inner_band(mask), 1 - mask
     trained = ConcatConditionedLDM.from_pretrained(args.inpaint_checkpoint).to(device)
     base = load_ldm(args.base_checkpoint, device)
@@ -86,7 +77,7 @@ def measure_inpainting(args: argparse.Namespace, device: torch.device, judge: Ju
     for method in ("trained", "blend"):
         generator = torch.Generator(device).manual_seed(args.seed)
         start = time.perf_counter()
-        if method == "trained":
+        if method == "trained":  # sampled and pasted by hand, to measure what the paste hides
             c = trained.inpainting_conditioning(images, mask)
             raw = trained.sample(prompts, c, steps=args.steps, sampler=args.sampler, guidance_scale=args.guidance,
                                  generator=generator, progress=False).cpu()

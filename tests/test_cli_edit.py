@@ -1,11 +1,12 @@
-"""`tinyldm img2img` and `tinyldm inpaint` write the edits and a side-by-side figure, keep what they must, and refuse
-bad pictures, masks and boxes with a clear message."""
+"""`tinyldm img2img`, `tinyldm inpaint` and `tinyldm upscale` write the edits and a side-by-side figure, keep what
+they must, and refuse bad pictures, masks, boxes and models with a clear message."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from tinyldm.cli.main import main
+from tinyldm.concat_conditioning import downsample_images
 from tinyldm.data.shapes import shapes_tensor
 from tinyldm.viz.images import save_grid
 
@@ -66,11 +67,63 @@ def test_inpaint_reads_a_mask_file_thresholded_at_half(tmp_path, picture, tiny_l
     assert (after[0:2, 0:2] == before[0:2, 0:2]).all()
 
 
-def test_method_trained_says_it_needs_a_model_with_inpainting_channels(tmp_path, picture, capsys):
+@pytest.fixture(scope="module")
+def concat_folders(tmp_path_factory, tiny_ldm):
+    """Tiny inpainting and super-resolution models fine-tuned from nothing: the tiny pipeline with extra channels."""
+    from tinyldm.concat_conditioning import ConcatConditionedLDM
+
+    root = tmp_path_factory.mktemp("concat")
+    return {kind: ConcatConditionedLDM.from_base(tiny_ldm, kind).save_pretrained(root / kind) for kind in ("inpaint",
+                                                                                                            "sr")}
+
+
+def test_method_trained_inpaints_with_a_model_that_reads_the_hole(tmp_path, picture, concat_folders, capsys):
+    out = tmp_path / "out"
+    code, printed, _ = _run(["inpaint", "--image", str(picture), "--box", "8,8,24,24", "--prompt", PROMPT,
+                             "--method", "trained", "--checkpoint", str(concat_folders["inpaint"]), "--out", str(out),
+                             "--steps", "2", "--device", "cpu"], capsys)
+    assert code == 0 and str(out / "circle_inpaint.png") in printed
+    before = np.asarray(Image.open(picture).convert("RGB"))
+    after = np.asarray(Image.open(out / "circle_inpaint_0.png").convert("RGB"))
+    assert (after[:8] == before[:8]).all() and (after[:, 24:] == before[:, 24:]).all()
+
+
+@pytest.mark.parametrize("method, model, message", [
+    ("trained", "text-to-image", "describes a LatentDiffusion, which has no image-conditioning input channels"),
+    ("trained", "sr", "--method trained needs a model with inpainting channels"),
+    ("blend", "inpaint", "describes a ConcatConditionedLDM"),
+])
+def test_a_method_and_a_model_that_do_not_fit_are_refused(tmp_path, picture, tiny_ldm_folder, concat_folders, capsys,
+                                                          method, model, message):
+    folder = tiny_ldm_folder if model == "text-to-image" else concat_folders[model]
     code, _, err = _run(["inpaint", "--image", str(picture), "--box", "0,0,8,8", "--prompt", PROMPT, "--method",
-                         "trained", "--out", str(tmp_path / "out")], capsys)
-    assert code == 2
-    assert "--method trained needs a model with inpainting channels" in err and "--checkpoint" in err
+                         method, "--checkpoint", str(folder), "--out", str(tmp_path / "out"), "--steps", "2"], capsys)
+    assert code == 2 and message in err
+
+
+def test_upscale_writes_each_upscaling_and_the_figure(tmp_path, concat_folders, capsys):
+    low = save_grid(downsample_images(shapes_tensor(1, size=32, seed=2)), tmp_path / "small.png")
+    out = tmp_path / "out"
+    code, printed, _ = _run(["upscale", "--image", str(low), "--out", str(out), "--checkpoint",
+                             str(concat_folders["sr"]), "--steps", "2", "--num-images", "2", "--device", "cpu"], capsys)
+    assert code == 0
+    for name in ("small_upscale_0.png", "small_upscale_1.png", "small_upscale.png"):
+        assert (out / name).is_file() and str(out / name) in printed
+    with Image.open(out / "small_upscale_0.png") as result:
+        assert result.size == (32, 32)
+
+
+def test_upscale_refuses_a_picture_of_another_size_and_a_model_of_another_kind(tmp_path, picture, tiny_ldm_folder,
+                                                                               concat_folders, capsys):
+    code, _, err = _run(["upscale", "--image", str(picture), "--out", str(tmp_path / "out"), "--checkpoint",
+                         str(concat_folders["sr"])], capsys)
+    assert code == 2 and "is 32x32 pixels but this model upscales 8x8 pictures to 32x32" in err
+    low = save_grid(downsample_images(shapes_tensor(1, size=32, seed=2)), tmp_path / "small.png")
+    for folder, message in ((concat_folders["inpaint"], "upscale needs a super-resolution model"),
+                            (tiny_ldm_folder, "which has no image-conditioning input channels")):
+        code, _, err = _run(["upscale", "--image", str(low), "--out", str(tmp_path / "out"), "--checkpoint",
+                             str(folder)], capsys)
+        assert code == 2 and message in err
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -12,9 +12,9 @@ from tinyldm.concat_conditioning import (
     ConcatConditionedLDM,
     downsample_images,
     extra_channels,
-    latent_mask,
     masked_images,
 )
+from tinyldm.inpainting import downsample_mask
 from tinyldm.ldm import LatentDiffusion
 from tinyldm.runtime import seeded
 from tinyldm.schedule import NoiseSchedule
@@ -167,7 +167,7 @@ def test_a_low_resolution_input_of_the_wrong_size_is_named(base, size):
 def test_masks_at_latent_resolution_and_the_masked_image():
     mask = torch.zeros(1, 1, 32, 32)
     mask[0, 0, 5, 30] = 1  # one pixel makes its whole 4x4 cell part of the hole
-    small = latent_mask(mask, 4)
+    small = downsample_mask(mask, 4)
     assert small.shape == (1, 1, 8, 8) and small.sum() == 1 and small[0, 0, 1, 7] == 1
     x = images(1)
     assert torch.equal(masked_images(x, mask)[mask.expand_as(x) > 0], torch.zeros(3))
@@ -186,3 +186,18 @@ def test_the_shipped_models_load_with_their_kind_and_a_card(name, kind, objectiv
     for file in ("README.md", "provenance.json", "loss.png"):
         assert (folder / file).is_file(), file
     assert not (folder / "train_state.pt").exists()  # the optimiser's state stays in the run folder
+
+
+@torch.no_grad()
+def test_inpaint_pastes_the_fill_and_upscale_returns_full_size_pictures(base):
+    inpainter = ConcatConditionedLDM.from_base(base, "inpaint")
+    x = images(2)
+    mask = torch.zeros(32, 32)
+    mask[8:20, 4:16] = 1
+    out = inpainter.inpaint(x, mask, [PROMPT] * 2, steps=2, generator=torch.Generator().manual_seed(0),
+                            progress=False)
+    assert torch.equal(out[:, :, mask == 0], x[:, :, mask == 0]) and not torch.equal(out, x)
+    with pytest.raises(ValueError, match="mask must be black and white"):
+        inpainter.inpaint(x, mask * 0.5 + 0.25, [PROMPT] * 2, steps=2, progress=False)
+    sr = ConcatConditionedLDM.from_base(base, "sr")
+    assert sr.upscale(downsample_images(x), steps=2, progress=False).shape == (2, 3, 32, 32)

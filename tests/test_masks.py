@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tinyldm.data.masks import inpainting_masks, object_boxes
+from tinyldm.data.masks import inpainting_masks, object_boxes, object_holes
 from tinyldm.data.shapes import shapes_tensor
 
 
@@ -44,3 +44,13 @@ def test_object_boxes_find_the_coloured_pixels():
 def test_bad_weights_are_named(shapes):
     with pytest.raises(ValueError, match="one per kind"):
         inpainting_masks(shapes[:2], weights=(1, 0))
+
+
+def test_object_holes_cover_the_box_widened_and_clipped_to_the_image():
+    images = shapes_tensor(6, 32, seed=3)
+    holes = object_holes(images, margin=2)
+    assert holes.shape == (6, 1, 32, 32) and set(holes.unique().tolist()) <= {0.0, 1.0}
+    for hole, (top, left, bottom, right) in zip(holes, object_boxes(images).tolist()):
+        rows, cols = hole[0].any(1).nonzero().flatten(), hole[0].any(0).nonzero().flatten()
+        assert rows.min() == max(0, top - 2) and rows.max() == min(31, bottom + 1)
+        assert cols.min() == max(0, left - 2) and cols.max() == min(31, right + 1)

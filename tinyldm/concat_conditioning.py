@@ -37,6 +37,7 @@ from torch import Tensor
 
 from tinyldm.autoencoder import AutoencoderKL
 from tinyldm.guidance import ClassifierFreeGuidance, drop_captions
+from tinyldm.inpainting import check_mask, downsample_mask
 from tinyldm.ldm import LatentDiffusion, TextEncoder, _load_text_encoder, _part_folder, check_parts
 from tinyldm.pretrained import CONFIG_NAME, load_schedule, read_json_file
 from tinyldm.runtime import atomic_write
@@ -45,7 +46,7 @@ from tinyldm.schedule import NoiseSchedule
 from tinyldm.text import check_prompts
 from tinyldm.unet import UNet
 
-__all__ = ["CONCAT_KINDS", "OBJECTIVES", "extra_channels", "latent_mask", "masked_images", "downsample_images",
+__all__ = ["CONCAT_KINDS", "OBJECTIVES", "extra_channels", "masked_images", "downsample_images",
            "ConcatConditionedLDM"]
 
 CONCAT_KINDS = ("inpaint", "sr")
@@ -57,21 +58,6 @@ def extra_channels(kind: str, latent_channels: int) -> int:
     if kind not in CONCAT_KINDS:
         raise ValueError(f"kind must be one of {CONCAT_KINDS} (inpainting or super-resolution), got {kind!r}")
     return latent_channels + 1 if kind == "inpaint" else 3
-
-
-def latent_mask(mask: Tensor, factor: int) -> Tensor:
-    """A pixel mask at latent resolution: a latent cell is in the hole when any of its f x f pixels is.
-
-    Args:
-        mask: (B, 1, H, W) 1 in the hole, 0 where the image is kept.
-        factor: the autoencoder's f.
-    Returns:
-        (B, 1, H / f, W / f) in {0, 1}.
-    """
-    if not isinstance(mask, Tensor) or mask.ndim != 4 or mask.shape[1] != 1:
-        shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(f"mask must be a (B, 1, H, W) tensor, 1 in the hole, got {shape}")
-    return (F.max_pool2d(mask.float(), factor) > 0.5).float()
 
 
 def masked_images(images: Tensor, mask: Tensor) -> Tensor:
@@ -156,7 +142,7 @@ class ConcatConditionedLDM(LatentDiffusion):
                              f"{tuple(images.shape)} and {tuple(mask.shape)}")
         mask = mask.to(self.device)
         z_masked = self.encode_images(masked_images(images.to(self.device), mask))
-        return torch.cat([z_masked, latent_mask(mask, self.autoencoder.downsampling_factor)], 1)
+        return torch.cat([z_masked, downsample_mask(mask, self.autoencoder.downsampling_factor)], 1)
 
     def sr_conditioning(self, low_res: Tensor) -> Tensor:
         """c for super-resolution: the low-resolution image itself, (B, 3, h, w) in [-1, 1] with h = w the latent
@@ -281,6 +267,34 @@ class ConcatConditionedLDM(LatentDiffusion):
         z0 = sample(guided, (B, *self.latent_shape), self.schedule, sampler, steps, eta, generator, callback,
                     xT=xT, progress=progress)
         return self.decode_latents(z0)
+
+    @torch.no_grad()
+    def inpaint(self, images: Tensor, mask: Tensor, prompts: Sequence[str] | None, steps: int = 50,
+                sampler: str = "ddpm", eta: float = 0.0, guidance_scale: float = 3.0,
+                generator: torch.Generator | None = None, progress: bool = True) -> Tensor:
+        """Fill the holes after the prompts and paste the fill into the kept pixels: m * D(z0) + (1 - m) * x, with
+        z0 sampled from the UNet that reads [z_t, E(x * (1 - m)), m] (Rombach et al. 2022, Sec. 4.5).
+
+        Args:
+            images: (B, 3, S, S) in [-1, 1], S = ``image_size``.
+            mask: (S, S) or (B, 1, S, S), 1 in the hole (``tinyldm.inpainting.check_mask``).
+            prompts, steps, sampler, eta, guidance_scale, generator, progress: see ``sample``.
+        Returns:
+            (B, 3, S, S) images in [-1, 1], equal to ``images`` wherever the mask is 0.
+        """
+        images = images.to(self.device)
+        mask = check_mask(mask, images)  # (B, 1, S, S)
+        raw = self.sample(prompts, self.inpainting_conditioning(images, mask), steps, sampler, eta, guidance_scale,
+                          generator, progress=progress)
+        return mask * raw + (1 - mask) * images
+
+    @torch.no_grad()
+    def upscale(self, low_res: Tensor, steps: int = 50, sampler: str = "ddpm", eta: float = 0.0,
+                generator: torch.Generator | None = None, progress: bool = True) -> Tensor:
+        """4x super-resolution: (B, 3, h, w) low-resolution images in [-1, 1], h = w the latent side, to (B, 3, S, S).
+        A diffusion model samples (``sample``, no caption); a regression model makes its one call."""
+        return self.sample(None, self.sr_conditioning(low_res), steps, sampler, eta, generator=generator,
+                           progress=progress)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """``LatentDiffusion.save_pretrained``, and config.json records the kind, objective and extra channels."""

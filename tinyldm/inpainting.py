@@ -97,7 +97,10 @@ def downsample_mask(mask: Tensor, factor: int) -> Tensor:
     Returns:
         (B, 1, H / f, W / f) in {0, 1}.
     """
-    return F.max_pool2d(mask, factor)
+    if not isinstance(mask, Tensor) or mask.ndim != 4 or mask.shape[1] != 1:
+        shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a (B, 1, H, W) tensor, 1 in the hole, got {shape}")
+    return F.max_pool2d(mask.float(), factor)
 
 
 @torch.no_grad()

@@ -286,13 +286,29 @@ def _run_img2img(args: argparse.Namespace) -> dict[str, Path]:
 def _run_inpaint(args: argparse.Namespace) -> dict[str, Path]:
     from tinyldm.jobs.edit import run_inpaint
 
-    if args.method == "trained":  # refused before loading anything: see run_inpaint
-        return run_inpaint(None, args.image, args.prompt, args.out, args.mask, args.box, args.method,
-                           checkpoint=args.checkpoint)
-    ldm = _load_edit_model(args)
+    if args.method == "trained":
+        from tinyldm.concat_conditioning import ConcatConditionedLDM
+        from tinyldm.pretrained import checkpoint_dir
+
+        # from_pretrained refuses a text-to-image folder, naming the fix; run_inpaint refuses a super-resolution one
+        folder = args.checkpoint or checkpoint_dir("ldm-shapes-inpaint")
+        model = ConcatConditionedLDM.from_pretrained(folder).to(_choose_device(args))
+    else:
+        model = _load_edit_model(args)
     with torch.inference_mode():
-        return run_inpaint(ldm, args.image, args.prompt, args.out, args.mask, args.box, args.method,
+        return run_inpaint(model, args.image, args.prompt, args.out, args.mask, args.box, args.method,
                            args.num_images, args.seed, args.steps, args.sampler, args.guidance_scale)
+
+
+def _run_upscale(args: argparse.Namespace) -> dict[str, Path]:
+    from tinyldm.concat_conditioning import ConcatConditionedLDM
+    from tinyldm.jobs.edit import run_upscale
+    from tinyldm.pretrained import checkpoint_dir
+
+    model = ConcatConditionedLDM.from_pretrained(args.checkpoint or checkpoint_dir("ldm-shapes-sr"))
+    model = model.to(_choose_device(args))
+    with torch.inference_mode():
+        return run_upscale(model, args.image, args.out, args.num_images, args.seed, args.steps, args.sampler)
 
 
 def _run_sample(args: argparse.Namespace) -> dict[str, Path]:
@@ -354,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             written = _run_img2img(args)
         elif args.command == "inpaint":
             written = _run_inpaint(args)
+        elif args.command == "upscale":
+            written = _run_upscale(args)
         elif args.command == "reconstruct":
             written = _run_reconstruct(args)
         elif args.command == "sample":

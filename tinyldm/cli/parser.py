@@ -333,8 +333,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the hole as a box in pixels, end-exclusive, x to the right and y down: 8,8,24,24")
     inpaint.add_argument("--method", choices=INPAINT_METHODS, default="blend",
                          help="blend: blended latent diffusion, with any text-to-image model and no training; "
-                              "trained: a model with inpainting channels, given with --checkpoint (default blend)")
+                              "trained: a model with inpainting channels (default --checkpoint for it: the shipped "
+                              "data/checkpoints/ldm-shapes-inpaint) (default blend)")
     edit_options(inpaint)
+
+    upscale = commands.add_parser("upscale", help="enlarge a small picture 4x with a super-resolution model "
+                                                  "(8x8 to 32x32 with the shipped ldm-shapes-sr)")
+    upscale.add_argument("--image", type=Path, required=True,
+                         help="the low-resolution picture, a PNG or JPEG at the model's low resolution (8x8)")
+    upscale.add_argument("--out", type=Path, required=True, help="folder for the pictures")
+    upscale.add_argument("--checkpoint", type=Path, default=None,
+                         help="super-resolution model folder (default: the shipped data/checkpoints/ldm-shapes-sr); "
+                              "a regression model (tinyldm train sr --objective regression) makes one call")
+    upscale.add_argument("--num-images", type=_positive_int, default=1, help="upscalings to draw (default 1)")
+    upscale.add_argument("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
+    sampler_options(upscale, EDIT_SAMPLER, EDIT_STEPS)
+    device_options(upscale)
 
     evaluate = commands.add_parser("evaluate", help="judge a pixel model's samples: validity, frequencies, FID")
     evaluate.add_argument("--checkpoint", type=Path, default=None,

@@ -17,7 +17,7 @@ import hashlib
 import torch
 from torch import Tensor
 
-__all__ = ["MASK_KINDS", "MASK_WEIGHTS", "object_boxes", "inpainting_masks"]
+__all__ = ["MASK_KINDS", "MASK_WEIGHTS", "object_boxes", "object_holes", "inpainting_masks"]
 
 MASK_KINDS = ("object", "box", "blob", "whole")
 MASK_WEIGHTS = (0.4, 0.25, 0.25, 0.1)  # how often each kind is drawn
@@ -51,6 +51,22 @@ def object_boxes(images: Tensor) -> Tensor:
         if len(r):
             boxes[b] = torch.stack([r.min(), c.min(), r.max() + 1, c.max() + 1])
     return boxes
+
+
+def object_holes(images: Tensor, margin: int = 2) -> Tensor:
+    """Masks that cover each image's object: its box (``object_boxes``) widened by ``margin`` pixels on every side,
+    clipped to the image. The hole of lesson 8's and the benchmark's object replacements.
+
+    Args:
+        images: (B, 3, H, W) in [-1, 1].
+    Returns:
+        (B, 1, H, W) float, 1 in the hole.
+    """
+    B, _, H, W = images.shape
+    holes = torch.zeros(B, 1, H, W)
+    for b, (top, left, bottom, right) in enumerate(object_boxes(images).tolist()):
+        holes[b, 0, max(0, top - margin):bottom + margin, max(0, left - margin):right + margin] = 1
+    return holes
 
 
 def _draw(kind: str, image: Tensor | None, g: torch.Generator, H: int, W: int) -> Tensor:

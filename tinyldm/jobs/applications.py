@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from tinyldm.concat_conditioning import OBJECTIVES, ConcatConditionedLDM, downsample_images, latent_mask, masked_images
+from tinyldm.concat_conditioning import OBJECTIVES, ConcatConditionedLDM, downsample_images, masked_images
 from tinyldm.data.masks import inpainting_masks
 from tinyldm.data.training_set import training_set
+from tinyldm.inpainting import downsample_mask
 from tinyldm.jobs.common import pick_preset, record_run, with_overrides
 from tinyldm.ldm import LatentDiffusion
 from tinyldm.pretrained import checkpoint_dir
@@ -87,7 +88,7 @@ def inpainting_data(ldm: LatentDiffusion, images: Tensor, masks_per_image: int, 
     masks = inpainting_masks(images[index], seed)  # (N * M, 1, H, W)
     masked_key = {**key, "masked": {"masks_per_image": masks_per_image, "seed": seed}}
     z_masked = cached_latents(ldm.autoencoder, masked_images(images[index], masks), cache_dir, masked_key)
-    return torch.cat([z0[index], z_masked, latent_mask(masks, ldm.autoencoder.downsampling_factor)], 1), index
+    return torch.cat([z0[index], z_masked, downsample_mask(masks, ldm.autoencoder.downsampling_factor)], 1), index
 
 
 def sr_data(ldm: LatentDiffusion, images: Tensor, cache_dir: str | Path | None, key: dict) -> Tensor:
