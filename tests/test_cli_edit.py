@@ -86,6 +86,10 @@ def test_method_trained_inpaints_with_a_model_that_reads_the_hole(tmp_path, pict
     before = np.asarray(Image.open(picture).convert("RGB"))
     after = np.asarray(Image.open(out / "circle_inpaint_0.png").convert("RGB"))
     assert (after[:8] == before[:8]).all() and (after[:, 24:] == before[:, 24:]).all()
+    code, _, err = _run(["inpaint", "--image", str(picture), "--box", "8,8,24,24", "--prompt", PROMPT, "--method",
+                         "trained", "--resample", "2", "--checkpoint", str(concat_folders["inpaint"]), "--out",
+                         str(out)], capsys)
+    assert code == 2 and "--resample 2 is RePaint's resampling for --method blend" in err
 
 
 @pytest.mark.parametrize("method, model, message", [

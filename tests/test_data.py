@@ -395,3 +395,18 @@ def test_vision_errors(tiny_root):
         fashion_mnist(tiny_root, size=0)
     with pytest.raises(TypeError, match="size must be an int or None, got '32'"):
         mnist(tiny_root, size="32")
+
+
+def test_changed_captions_change_one_attribute_and_never_make_a_held_out_pair():
+    from tinyldm.data.shapes import HELD_OUT, changed_captions, parse_caption
+
+    dataset = Shapes(40, split="test", seed=0)
+    attributes = [dataset[i]["attributes"] for i in range(len(dataset))]
+    for key in ("color", "shape", "size", "position"):
+        captions = changed_captions(attributes, key, seed=3)
+        assert captions == changed_captions(attributes, key, seed=3)
+        for old, new in zip(attributes, map(parse_caption, captions)):
+            assert new[key] != old[key] and all(new[k] == old[k] for k in old if k != key)
+            assert (new["color"], new["shape"]) not in HELD_OUT
+    with pytest.raises(ValueError, match="key must be one of"):
+        changed_captions(attributes, "colour")

@@ -115,3 +115,19 @@ def test_inpaint_refuses_bad_images_and_prompts(tiny_ldm):
         inpaint(tiny_ldm, _images(), mask, PROMPTS[:1], steps=2, progress=False)
     with pytest.raises(TypeError, match="mask must be a tensor"):
         inpaint(tiny_ldm, _images(), [[1]], PROMPTS, steps=2, progress=False)
+
+
+def test_resampling_calls_the_model_r_times_per_step_and_still_keeps_the_outside(tiny_ldm, monkeypatch):
+    images, mask = shapes_tensor(2, 32, seed=1), box_mask(32, 32, (8, 8, 24, 24))
+    calls = []
+    forward = tiny_ldm.unet.forward
+    monkeypatch.setattr(tiny_ldm.unet, "forward", lambda *a, **k: calls.append(a[0].shape[0]) or forward(*a, **k))
+    once = inpaint(tiny_ldm, images, mask, PROMPTS, steps=4, generator=torch.Generator().manual_seed(0),
+                   progress=False)
+    n_once, calls[:] = len(calls), []
+    thrice = inpaint(tiny_ldm, images, mask, PROMPTS, steps=4, generator=torch.Generator().manual_seed(0),
+                     progress=False, resample=3)
+    assert len(calls) == n_once + 2 * 3  # each of the 3 steps before the last is taken twice more
+    assert torch.equal(thrice[:, :, mask == 0], images[:, :, mask == 0]) and not torch.equal(thrice, once)
+    with pytest.raises(ValueError, match="resample must be a whole number >= 1"):
+        inpaint(tiny_ldm, images, mask, PROMPTS, steps=4, resample=0)

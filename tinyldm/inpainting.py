@@ -32,6 +32,7 @@ from torch import Tensor
 
 from tinyldm.img2img import check_edit_images
 from tinyldm.ldm import LatentDiffusion
+from tinyldm.sampling import ddim_step
 from tinyldm.schedule import q_sample
 
 __all__ = ["box_mask", "check_mask", "downsample_mask", "inpaint"]
@@ -106,9 +107,15 @@ def downsample_mask(mask: Tensor, factor: int) -> Tensor:
 @torch.no_grad()
 def inpaint(ldm: LatentDiffusion, images: Tensor, mask: Tensor, prompts: Sequence[str] | None, steps: int = 50,
             sampler: str = "ddpm", eta: float = 0.0, guidance_scale: float = 3.0,
-            generator: torch.Generator | None = None, progress: bool = True) -> Tensor:
+            generator: torch.Generator | None = None, progress: bool = True, resample: int = 1) -> Tensor:
     """Fill the masked part of images after a prompt, keeping the rest exactly (blended latent diffusion, Avrahami
     et al. 2023, Algorithm 1; see the module docstring).
+
+    With ``resample = r > 1``, every step is taken r times, RePaint's resampling (Lugmayr et al. 2022, Algorithm 1
+    with jump length 1): the blended z_{t'} goes back to step t by the forward process,
+    z_t = sqrt(alpha_bar_t / alpha_bar_t') z_{t'} + sqrt(1 - alpha_bar_t / alpha_bar_t') eps, and the step is taken
+    again (an ancestral step, ``ddim_step`` with eta 1) and blended again, so that the hole and the known part can
+    settle into each other. It costs r network calls per step (the last step is not repeated).
 
     Args:
         ldm: the pipeline; work runs on its device.
@@ -119,9 +126,13 @@ def inpaint(ldm: LatentDiffusion, images: Tensor, mask: Tensor, prompts: Sequenc
         steps, sampler, eta, guidance_scale: as in ``LatentDiffusion.sample``.
         generator: source of z_T, the steps' noise and the known region's noise (on the model's device).
         progress: show a progress bar.
+        resample: r >= 1, how often each step is taken (1: plain blending).
     Returns:
         (B, 3, S, S) images in [-1, 1], equal to ``images`` wherever the mask is 0.
     """
+    if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
+        raise ValueError(f"resample must be a whole number >= 1 (1: blend once per step; RePaint uses 10), got "
+                         f"{resample!r}")
     check_edit_images(images, ldm)
     images = images.to(ldm.device)
     mask = check_mask(mask, images)  # (B, 1, S, S)
@@ -130,15 +141,32 @@ def inpaint(ldm: LatentDiffusion, images: Tensor, mask: Tensor, prompts: Sequenc
     z0 = ldm.encode_images(images)  # (B, C, h, w)
     m = downsample_mask(mask, ldm.autoencoder.downsampling_factor)  # (B, 1, h, w)
 
-    def keep_known(info: dict[str, Any]) -> Tensor:
-        if info["t_prev"] < 0:
+    def blend(x_prev: Tensor, step_prev: int) -> Tensor:
+        if step_prev < 0:
             known = z0
         else:
-            t_prev = torch.full((z0.shape[0],), info["t_prev"], dtype=torch.long, device=z0.device)
+            t_prev = torch.full((z0.shape[0],), step_prev, dtype=torch.long, device=z0.device)
             noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
             known = q_sample(z0, t_prev, ldm.schedule, noise)
         # Avrahami et al. 2023, Algorithm 1: z_{t-1} = z_fg * m + z_bg * (1 - m)
-        return m * info["x_prev"] + (1 - m) * known
+        return m * x_prev + (1 - m) * known
+
+    model = ldm.denoiser(prompts, 1, guidance_scale)[0] if resample > 1 else None  # the model sample() runs
+
+    def keep_known(info: dict[str, Any]) -> Tensor:
+        x = blend(info["x_prev"], info["t_prev"])
+        if info["t_prev"] < 0:
+            return x
+        t = torch.full((z0.shape[0],), info["t"], dtype=torch.long, device=z0.device)
+        t_prev = torch.full_like(t, info["t_prev"])
+        ratio = ldm.schedule.alpha_bars[info["t"]] / ldm.schedule.alpha_bars[info["t_prev"]]
+        for _ in range(resample - 1):
+            # Lugmayr et al. 2022, Algorithm 1: back to t by q(z_t | z_t'), then the step again, then the blend
+            noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+            zt = ratio.sqrt() * x + (1 - ratio).sqrt() * noise
+            noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+            x = blend(ddim_step(model(zt, t), t, t_prev, zt, ldm.schedule, eta=1.0, noise=noise), info["t_prev"])
+        return x
 
     decoded = ldm.sample(prompts, 1, steps, sampler, eta, guidance_scale, generator, progress=progress,
                          after_step=keep_known)

@@ -297,7 +297,7 @@ def _run_inpaint(args: argparse.Namespace) -> dict[str, Path]:
         model = _load_edit_model(args)
     with torch.inference_mode():
         return run_inpaint(model, args.image, args.prompt, args.out, args.mask, args.box, args.method,
-                           args.num_images, args.seed, args.steps, args.sampler, args.guidance_scale)
+                           args.num_images, args.seed, args.steps, args.sampler, args.guidance_scale, args.resample)
 
 
 def _run_upscale(args: argparse.Namespace) -> dict[str, Path]:

@@ -335,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="blend: blended latent diffusion, with any text-to-image model and no training; "
                               "trained: a model with inpainting channels (default --checkpoint for it: the shipped "
                               "data/checkpoints/ldm-shapes-inpaint) (default blend)")
+    inpaint.add_argument("--resample", type=_positive_int, default=1,
+                         help="blend only: take every step this many times, going back by the forward process in "
+                              "between, so the hole settles into its surroundings (RePaint; costs that many times the "
+                              "network calls; default 1)")
     edit_options(inpaint)
 
     upscale = commands.add_parser("upscale", help="enlarge a small picture 4x with a super-resolution model "

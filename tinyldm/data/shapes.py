@@ -21,7 +21,7 @@ from tinyldm.data.indexing import check_index
 
 __all__ = [
     "COLORS", "SHAPES", "SIZES", "POSITIONS", "HELD_OUT", "SPLITS", "MIN_SIZE",
-    "Shapes", "shapes_tensor", "caption", "parse_caption", "render",
+    "Shapes", "shapes_tensor", "caption", "parse_caption", "changed_captions", "render",
 ]
 
 COLORS = {
@@ -98,6 +98,28 @@ def caption(attributes: dict[str, str]) -> str:
     _check_attributes(attributes)
     a = attributes
     return f"a {a['size']} {a['color']} {a['shape']} {_WHERE[a['position']]}"
+
+
+def changed_captions(attributes: list[dict[str, str]], key: str, seed: int = 0) -> list[str]:
+    """For each image's attributes, the caption with ``key`` changed to another value drawn from ``seed``: the
+    prompts of an edit that changes one thing (lesson 8). A change never makes a held-out colour-shape pair.
+
+    Args:
+        attributes: one dict per image (keys color, shape, size, position).
+        key: "color", "shape", "size" or "position".
+    Returns:
+        one caption per image.
+    """
+    values = dict(zip(_KEYS, (COLORS, SHAPES, SIZES, POSITIONS)))
+    if key not in values:
+        raise ValueError(f"key must be one of {_KEYS}, got {key!r}")
+    generator = torch.Generator().manual_seed(seed)
+    captions = []
+    for a in attributes:
+        options = [v for v in values[key] if v != a[key]
+                   and ({**a, key: v}["color"], {**a, key: v}["shape"]) not in HELD_OUT]
+        captions.append(caption({**a, key: options[int(torch.randint(len(options), (1,), generator=generator))]}))
+    return captions
 
 
 def parse_caption(text: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from tinyldm.data.shapes import POSITIONS, Shapes, caption
+from tinyldm.data.shapes import Shapes, changed_captions
 from tinyldm.evaluation.judge import Judge
 from tinyldm.evaluation.metrics import caption_errors
 from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
@@ -47,15 +47,9 @@ def position_edits(n: int = 32, seed: int = 0) -> tuple[Tensor, list[str]]:
         ((n, 3, 32, 32) images in [-1, 1], n prompts).
     """
     dataset = Shapes(n, split="test", seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    images, prompts = [], []
-    for i in range(n):
-        item = dataset[i]
-        places = [p for p in POSITIONS if p != item["attributes"]["position"]]
-        place = places[int(torch.randint(len(places), (1,), generator=generator))]
-        images.append(item["image"])
-        prompts.append(caption({**item["attributes"], "position": place}))
-    return torch.stack(images), prompts
+    items = [dataset[i] for i in range(n)]
+    prompts = changed_captions([item["attributes"] for item in items], "position", seed)
+    return torch.stack([item["image"] for item in items]), prompts
 
 
 def position_success(ldm: LatentDiffusion, judge: Judge, strength: float, images: Tensor, prompts: list[str],

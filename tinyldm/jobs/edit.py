@@ -95,10 +95,11 @@ def run_img2img(ldm: LatentDiffusion, image: str | Path, prompt: str | None, str
 def run_inpaint(ldm: LatentDiffusion, image: str | Path, prompt: str | None, out: str | Path,
                 mask: str | Path | None = None, box: tuple[int, int, int, int] | None = None, method: str = "blend",
                 num_images: int = 1, seed: int = 0, steps: int = 50, sampler: str = "ddpm",
-                guidance_scale: float = 3.0) -> dict[str, Path]:
+                guidance_scale: float = 3.0, resample: int = 1) -> dict[str, Path]:
     """Inpaint one picture ``num_images`` times after a prompt, the hole given by a mask file or a box; the figure's
     middle panel is the input with the hole painted white. ``method="blend"`` works with any text-to-image model
-    (``tinyldm.inpainting``); ``method="trained"`` needs a ``ConcatConditionedLDM`` of kind "inpaint"."""
+    (``tinyldm.inpainting``, with RePaint's ``resample``); ``method="trained"`` needs a ``ConcatConditionedLDM`` of kind
+    "inpaint"."""
     if method not in ("blend", "trained"):
         raise ValueError(f"method must be 'blend' (blended latent diffusion) or 'trained', got {method!r}")
     if method == "trained" and not (isinstance(ldm, ConcatConditionedLDM) and ldm.kind == "inpaint"):
@@ -110,6 +111,9 @@ def run_inpaint(ldm: LatentDiffusion, image: str | Path, prompt: str | None, out
     if method == "blend" and isinstance(ldm, ConcatConditionedLDM):
         raise ValueError(f"--method blend runs a text-to-image model; this is a {ldm.kind!r} model with extra input "
                          "channels: use --method trained, or give a text-to-image --checkpoint")
+    if method == "trained" and resample != 1:
+        raise ValueError(f"--resample {resample} is RePaint's resampling for --method blend; the trained model reads "
+                         "the hole and takes each step once: leave --resample out")
     if (mask is None) == (box is None):
         raise ValueError("give the hole either as a mask file or as a box, not both and not neither")
     picture = read_picture(image, ldm.image_size).to(ldm.device)
@@ -121,7 +125,8 @@ def run_inpaint(ldm: LatentDiffusion, image: str | Path, prompt: str | None, out
     if method == "trained":
         outputs = ldm.inpaint(images, hole, prompts, steps, sampler, 0.0, guidance_scale, generator).cpu()
     else:
-        outputs = inpaint(ldm, images, hole, prompts, steps, sampler, 0.0, guidance_scale, generator).cpu()
+        outputs = inpaint(ldm, images, hole, prompts, steps, sampler, 0.0, guidance_scale, generator,
+                          resample=resample).cpu()
     check_finite_images(outputs, ldm, f"{sampler} with {steps} steps")
     middle = (picture.cpu() * (1 - hole) + hole).clamp(-1, 1)  # the hole in white
     return _write(Path(out), Path(image).stem, picture.cpu(), middle, outputs, "inpaint")
