@@ -15,7 +15,14 @@ back to 32x32 by bicubic interpolation, by the regression baseline and by the di
 the originals, below 1 = blurred; ``tinyldm.evaluation.spectrum``). The autoencoder's own reconstruction is the
 ceiling of both latent models.
 
-Usage: ``python benchmarks/applications_trained.py --task inpaint|sr [--num-images 128] [--threads 1] [--json F]``.
+Super-resolution on photo crops (``--task sr --data photos``): crops of the test photographs (chelsea, gravel,
+rocket; ``tinyldm.data.photos``, seed 1 as ``benchmarks/autoencoder.py --data photos`` makes them), which no photo
+model trained on, through data/checkpoints/photos-sr and photos-sr-regression. No judge there: PSNR, LPIPS
+(``tinyldm.perceptual``), the high-frequency ratio and the classifier two-sample test against the real crops
+(``tinyldm.evaluation.two_sample``: 50% = a fresh classifier cannot tell the outputs from the originals).
+
+Usage: ``python benchmarks/applications_trained.py --task inpaint|sr [--data shapes|photos] [--num-images 128]
+[--threads 1] [--json F] [--save DIR]``.
 """
 
 from __future__ import annotations
@@ -30,13 +37,17 @@ from report import chosen_device, machine_options, report  # benchmarks/report.p
 
 from tinyldm.concat_conditioning import ConcatConditionedLDM, downsample_images
 from tinyldm.data.masks import object_holes
+from tinyldm.data.photos import photos_tensor
 from tinyldm.data.shapes import COLORS, HELD_OUT, SHAPES, Shapes, caption
 from tinyldm.evaluation.judge import Judge
 from tinyldm.evaluation.metrics import caption_accuracy, psnr
 from tinyldm.evaluation.spectrum import high_frequency_ratio
+from tinyldm.evaluation.two_sample import classifier_two_sample_test
 from tinyldm.jobs.ldm import load_ldm
+from tinyldm.perceptual import LPIPS
 from tinyldm.pretrained import checkpoint_dir
 
+PHOTO_TEST_SEED = 1  # the photo test crops of benchmarks/autoencoder.py --data photos (evaluate_autoencoder's seed)
 MARGIN = 2  # pixels of background around the object in the hole
 BAND = 2  # width of the seam band inside the hole's edge
 
@@ -108,9 +119,15 @@ def masked(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return images * (1 - mask)
 
 
-def measure_sr(args: argparse.Namespace, device: torch.device, judge: Judge) -> dict[str, float]:
-    images, attributes = test_images(args.num_images)
-    captions = [caption(a) for a in attributes]
+def measure_sr(args: argparse.Namespace, device: torch.device, judge: Judge | None) -> dict[str, float]:
+    """Shapes (with the judge) or photo crops (``judge`` None: LPIPS and the two-sample test instead)."""
+    if judge is not None:
+        images, attributes = test_images(args.num_images)
+        captions = [caption(a) for a in attributes]
+        lpips = None
+    else:
+        images, captions = photos_tensor(args.num_images, 32, seed=PHOTO_TEST_SEED, split="test"), None
+        lpips = LPIPS().to(device)
     low = downsample_images(images)
     diffusion = ConcatConditionedLDM.from_pretrained(args.sr_checkpoint).to(device)
     regression = ConcatConditionedLDM.from_pretrained(args.regression_checkpoint).to(device)
@@ -130,24 +147,41 @@ def measure_sr(args: argparse.Namespace, device: torch.device, judge: Judge) -> 
         out = diffusion.sample(None, diffusion.sr_conditioning(low), steps=steps, sampler=sampler, eta=eta,
                                generator=generator, progress=False).cpu()
         outputs[f"diffusion_{sampler}{steps}"] = (out, time.perf_counter() - start, steps)
-    figures: dict[str, float] = {"num_images": len(captions)}
+    n = images.shape[0]
+    figures: dict[str, float] = {"num_images": n}
     for name, (out, seconds, calls) in outputs.items():
         figures[f"{name}_psnr"] = psnr(out, images).mean().item()
-        figures[f"{name}_judge_agrees"] = caption_accuracy(judge, out, captions)["all"]
+        if judge is not None:
+            figures[f"{name}_judge_agrees"] = caption_accuracy(judge, out, captions)["all"]
+        else:  # photos: scored as saved pictures, in [-1, 1], like benchmarks/autoencoder.py's reconstructions
+            out = out.clamp(-1, 1)
+            figures[f"{name}_lpips"] = torch.cat([lpips(images[i:i + 256].to(device), out[i:i + 256].to(device))
+                                                  for i in range(0, n, 256)]).mean().item()
+            with torch.inference_mode(False):  # the test trains a classifier: on normal copies of the images
+                test = classifier_two_sample_test(images.clone(), out.clone(), seed=args.seed)
+            figures[f"{name}_c2st_accuracy"] = test.accuracy
         figures[f"{name}_hf_ratio"] = high_frequency_ratio(images, out)
         figures[f"{name}_network_calls"] = calls
-        figures[f"{name}_seconds_per_image"] = seconds / len(captions)
+        figures[f"{name}_seconds_per_image"] = seconds / n
     if args.save:
         from tinyldm.viz.images import save_grid
         up = F.interpolate(low[:8], size=images.shape[-2:], mode="nearest")
-        rows = [images[:8], up] + [outputs[k][0][:8] for k in outputs if k != "autoencoder"]
-        save_grid(torch.cat(rows), args.save / "sr.png", nrow=8, scale=3)
+        if judge is not None:
+            rows = [images[:8], up] + [outputs[k][0][:8] for k in outputs if k != "autoencoder"]
+            save_grid(torch.cat(rows), args.save / "sr.png", nrow=8, scale=3)
+        else:  # one crop a row: low | bicubic | regression | diffusion (ancestral) | original
+            columns = [up, outputs["bicubic"][0][:8], outputs["regression"][0][:8],
+                       outputs[f"diffusion_ddpm{args.steps}"][0][:8], images[:8]]
+            save_grid(torch.stack(columns, 1).flatten(0, 1), args.save / "comparison.png", nrow=len(columns),
+                      scale=4)
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=("inpaint", "sr"), required=True)
+    parser.add_argument("--data", choices=("shapes", "photos"), default="shapes",
+                        help="super-resolution's test pictures: Shapes (default) or photo crops")
     parser.add_argument("--num-images", type=int, default=128)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--sampler", default="ddim", help="inpainting's sampler (default ddim)")
@@ -160,12 +194,15 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None, help="folder for example grids")
     machine_options(parser)
     args = parser.parse_args()
+    if args.data == "photos" and args.task != "sr":
+        parser.error("--data photos measures super-resolution only: use --task sr")
+    prefix = "photos-sr" if args.data == "photos" else "ldm-shapes-sr"
     defaults = {"inpaint": {"inpaint_checkpoint": "ldm-shapes-inpaint", "base_checkpoint": "ldm-shapes"},
-                "sr": {"sr_checkpoint": "ldm-shapes-sr", "regression_checkpoint": "ldm-shapes-sr-regression"}}
+                "sr": {"sr_checkpoint": prefix, "regression_checkpoint": f"{prefix}-regression"}}
     for name, shipped in defaults[args.task].items():
         setattr(args, name, getattr(args, name) or checkpoint_dir(shipped))
     device = chosen_device(args)
-    judge = Judge.from_pretrained(checkpoint_dir("judge-shapes")).to(device)
+    judge = None if args.data == "photos" else Judge.from_pretrained(checkpoint_dir("judge-shapes")).to(device)
     with torch.inference_mode():
         figures = measure_inpainting(args, device, judge) if args.task == "inpaint" else measure_sr(args, device,
                                                                                                    judge)

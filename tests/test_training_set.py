@@ -18,6 +18,13 @@ def test_photos_are_train_split_crops_with_a_record_naming_the_photographs():
     assert training_set(PHOTOS, 16, None, default_num=12).images.shape == (12, 3, 16, 16)
 
 
+def test_photos_in_true_colours_are_the_same_crops_unpermuted_and_keyed_apart():
+    true = training_set(PHOTOS, 32, 8, default_num=8, permute_colours=False)
+    assert torch.equal(true.images, photos_tensor(8, 32, seed=0, split="train", permute_colours=False))
+    assert true.record["permute_colours"] is False
+    assert true.key != training_set(PHOTOS, 32, 8, default_num=8).key  # separate latent caches
+
+
 def test_photos_at_a_size_no_photograph_fits_name_the_largest_that_does():
     with pytest.raises(ValueError, match="use a crop size of at most 151 for the train split"):
         training_set(PHOTOS, 256, 4, default_num=4)

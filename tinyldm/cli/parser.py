@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      help="diffusion (the default) or regression: the same network trained with "
                                           "an MSE to predict the high-resolution latent in one call (the baseline "
                                           "of Rombach et al. 2022, Tab. 5)")
+            application.add_argument("--data", choices=("photos",), default=None,
+                                     help="photos: upscale crops of scikit-image's photographs (the train split, "
+                                          "true colours) with a model built from scratch on the photos-ae-lpips "
+                                          "autoencoder, no text (default: fine-tune the Shapes model)")
     judge = models.add_parser("judge", help="the Shapes judge classifier that tinyldm evaluate uses")
     judge.add_argument("--out", type=Path, required=True, help="folder for the judge")
     judge.add_argument("--steps", type=_positive_int, default=1000, help="optimiser steps (default 1000)")
