@@ -19,15 +19,19 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/tinyldm demo --out $(DEMO_OUT)
 
+# The suite runs on every core (pytest-xdist): each worker takes whole files, so a lesson's cells stay in order in
+# one kernel, and each worker's PyTorch uses one thread, so workers do not fight over cores (the lessons' checked
+# outputs are the same with one thread). TEST_WORKERS=1 runs it in one process.
+TEST_WORKERS ?= auto
 test: setup
-	$(BIN)/python -m pytest --nbval-lax tests notebooks
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 --nbval-lax tests notebooks
 
 # The fast tests only (well under two minutes); `make test` also runs the slow ones and the lessons.
 unit: setup
 	$(BIN)/python -m pytest tests -m "not slow"
 
 lessons: setup
-	$(BIN)/python -m pytest --nbval-lax notebooks
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --nbval-lax notebooks
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

@@ -41,12 +41,10 @@ def test_right_answers_pass(capsys):
 
 
 @pytest.mark.slow
-def test_the_guidance_experiment_scale_1_fails_as_listed_3_passes_and_20_breaks_others(shipped, capsys):
+def test_the_guidance_experiment_scale_1_fails_as_listed_and_20_breaks_others(shipped):
+    # Scale 3 passing is lesson 6's checked answer cell; measuring it here too would only repeat it.
     ldm, judge = shipped
     assert wrong_captions(ldm, judge, 1.0) == list(WRONG_AT_SCALE_1)
-    check_guidance_scale(lambda: 3, ldm, judge)
-    assert capsys.readouterr().out.startswith("[ok] guidance_scale: at scale 3, 2 of 216 captions wrong: 12 of the "
-                                              "14 listed wrong at scale 1 now right")
     with pytest.raises(AssertionError, match="too much pushes the images past the data"):
         check_guidance_scale(lambda: 20, ldm, judge)
 
