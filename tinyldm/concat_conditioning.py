@@ -38,8 +38,8 @@ from torch import Tensor
 from tinyldm.autoencoder import AutoencoderKL
 from tinyldm.guidance import ClassifierFreeGuidance, drop_captions
 from tinyldm.inpainting import check_mask, downsample_mask
-from tinyldm.ldm import LatentDiffusion, TextEncoder, _load_text_encoder, _part_folder, check_parts
-from tinyldm.pretrained import CONFIG_NAME, load_schedule, read_json_file
+from tinyldm.ldm import LatentDiffusion, TextEncoder, check_parts
+from tinyldm.pretrained import CONFIG_NAME, read_json_file
 from tinyldm.runtime import atomic_write
 from tinyldm.sampling import SAMPLERS, sample
 from tinyldm.schedule import NoiseSchedule
@@ -305,31 +305,21 @@ class ConcatConditionedLDM(LatentDiffusion):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike,
-                        text_encoder: TextEncoder | None = None) -> ConcatConditionedLDM:
-        """Load a folder written by ``save_pretrained``; weights on the CPU, in eval mode."""
-        directory = Path(directory)
-        path = directory / CONFIG_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"no model folder at {directory}: it has no {CONFIG_NAME}; pass the folder that "
-                                    "tinyldm train inpaint (or sr) wrote")
-        index = read_json_file(path)
-        if index.get("_class_name") != cls.__name__:
-            raise ValueError(f"{path} describes a {index.get('_class_name')}, which has no image-conditioning input "
-                             f"channels: fine-tune it into one with tinyldm train inpaint (or sr), or in Python "
-                             f"ConcatConditionedLDM.from_base(LatentDiffusion.from_pretrained(...), 'inpaint')")
-        autoencoder = AutoencoderKL.from_pretrained(_part_folder(directory, "autoencoder", index.get("autoencoder")))
-        unet = UNet.from_pretrained(_part_folder(directory, "unet", index.get("unet")))
-        schedule, _, image_size = load_schedule(directory)
-        text = index.get("text_encoder")
-        if text_encoder is None and text is not None:
-            text_encoder = _load_text_encoder(directory, text)
+    def _other_class_message(cls, path: Path, found: str | None) -> str:
+        return (f"{path} describes a {found}, which has no image-conditioning input channels: fine-tune it into one "
+                f"with tinyldm train inpaint (or sr), or in Python ConcatConditionedLDM.from_base("
+                f"LatentDiffusion.from_pretrained(...), 'inpaint')")
+
+    @classmethod
+    def _from_parts(cls, index: dict[str, Any], autoencoder: AutoencoderKL, unet: UNet, schedule: NoiseSchedule,
+                    text_encoder: TextEncoder | None, image_size: int) -> ConcatConditionedLDM:
+        """The model with the kind and objective its config.json records (see ``save_pretrained``)."""
         model = cls(autoencoder, unet, schedule, text_encoder, image_size, index.get("kind"),
                     index.get("objective", "diffusion"))
         if index.get("extra_channels") != model.extra_channels:
-            raise ValueError(f"{path} records extra_channels={index.get('extra_channels')} but a "
+            raise ValueError(f"config.json records extra_channels={index.get('extra_channels')} but a "
                              f"{model.kind!r} model has {model.extra_channels}; save the model again")
-        return model.eval()
+        return model
 
 
 class _LatentView:

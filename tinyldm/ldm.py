@@ -280,12 +280,10 @@ class LatentDiffusion(nn.Module):
         path = directory / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"no latent diffusion folder at {directory}: it has no {CONFIG_NAME}; pass the "
-                                    "folder that LatentDiffusion.save_pretrained (tinyldm train ldm) wrote")
+                                    "folder that save_pretrained (tinyldm train ldm, inpaint or sr) wrote")
         index = read_json_file(path)
         if index.get("_class_name") != cls.__name__:
-            raise ValueError(f"{path} describes a {index.get('_class_name')}, not a {cls.__name__}: give the folder "
-                             f"of a pipeline (what tinyldm train ldm writes; in Python, load this one with "
-                             f"{index.get('_class_name')}.from_pretrained)")
+            raise ValueError(cls._other_class_message(path, index.get("_class_name")))
         autoencoder = AutoencoderKL.from_pretrained(_part_folder(directory, "autoencoder", index.get("autoencoder")))
         unet = UNet.from_pretrained(_part_folder(directory, "unet", index.get("unet")))
         schedule, prediction, image_size = load_schedule(directory)
@@ -300,9 +298,21 @@ class LatentDiffusion(nn.Module):
         if text_encoder is None and text is not None:
             text_encoder = _load_text_encoder(directory, text)
         try:
-            return cls(autoencoder, unet, schedule, text_encoder, image_size).eval()
+            return cls._from_parts(index, autoencoder, unet, schedule, text_encoder, image_size).eval()
         except ValueError as error:
             raise ValueError(f"the parts in {directory} do not fit together: {error}") from error
+
+    @classmethod
+    def _other_class_message(cls, path: Path, found: str | None) -> str:
+        """What ``from_pretrained`` says when the folder holds another class of model."""
+        return (f"{path} describes a {found}, not a {cls.__name__}: give the folder of a pipeline (what tinyldm "
+                f"train ldm writes; in Python, load this one with {found}.from_pretrained)")
+
+    @classmethod
+    def _from_parts(cls, index: dict[str, Any], autoencoder: AutoencoderKL, unet: UNet, schedule: NoiseSchedule,
+                    text_encoder: TextEncoder | None, image_size: int) -> LatentDiffusion:
+        """The model from its loaded parts; ``index`` is its config.json, for what a subclass records there."""
+        return cls(autoencoder, unet, schedule, text_encoder, image_size)
 
 
 def _part_folder(directory: Path, key: str, value: Any) -> Path:
