@@ -302,21 +302,24 @@ def build_parser() -> argparse.ArgumentParser:
     sampler_options(generate, GENERATE_SAMPLER, GENERATE_STEPS, animation=True)
     device_options(generate)
 
-    def edit_options(sub: argparse.ArgumentParser) -> None:
-        """The options the editing commands (img2img, inpaint) share."""
-        sub.add_argument("--image", type=Path, required=True,
-                         help="the picture to edit, a PNG or JPEG at the model's size (32x32 for ldm-shapes)")
-        sub.add_argument("--prompt", default=None,
-                         help="what the edited picture should show, e.g. 'a large red circle at the top left' (leave "
-                              "out for an unconditional model)")
+    def edit_options(sub: argparse.ArgumentParser, image_help: str = "the picture to edit, a PNG or JPEG at the "
+                     "model's size (32x32 for ldm-shapes)", checkpoint_help: str = "pipeline folder (default: the "
+                     "shipped data/checkpoints/ldm-shapes)", prompt: bool = True) -> None:
+        """The options the editing commands (img2img, inpaint, upscale) share; ``prompt=False`` leaves out the
+        prompt and the guidance, for a model that reads no caption."""
+        sub.add_argument("--image", type=Path, required=True, help=image_help)
+        if prompt:
+            sub.add_argument("--prompt", default=None,
+                             help="what the edited picture should show, e.g. 'a large red circle at the top left' "
+                                  "(leave out for an unconditional model)")
         sub.add_argument("--out", type=Path, required=True, help="folder for the pictures")
-        sub.add_argument("--checkpoint", type=Path, default=None,
-                         help="pipeline folder (default: the shipped data/checkpoints/ldm-shapes)")
-        sub.add_argument("--num-images", type=_positive_int, default=1, help="edits to draw (default 1)")
+        sub.add_argument("--checkpoint", type=Path, default=None, help=checkpoint_help)
+        sub.add_argument("--num-images", type=_positive_int, default=1, help="results to draw (default 1)")
         sub.add_argument("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
-        sub.add_argument("--guidance-scale", type=_non_negative_float, default=3.0,
-                         help="classifier-free guidance scale: 1 = none, larger follows the prompt more closely "
-                              "(default 3)")
+        if prompt:
+            sub.add_argument("--guidance-scale", type=_non_negative_float, default=3.0,
+                             help="classifier-free guidance scale: 1 = none, larger follows the prompt more closely "
+                                  "(default 3)")
         sampler_options(sub, EDIT_SAMPLER, EDIT_STEPS)
         device_options(sub)
 
@@ -347,16 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     upscale = commands.add_parser("upscale", help="enlarge a small picture 4x with a super-resolution model "
                                                   "(8x8 to 32x32 with the shipped ldm-shapes-sr)")
-    upscale.add_argument("--image", type=Path, required=True,
-                         help="the low-resolution picture, a PNG or JPEG at the model's low resolution (8x8)")
-    upscale.add_argument("--out", type=Path, required=True, help="folder for the pictures")
-    upscale.add_argument("--checkpoint", type=Path, default=None,
-                         help="super-resolution model folder (default: the shipped data/checkpoints/ldm-shapes-sr); "
-                              "a regression model (tinyldm train sr --objective regression) makes one call")
-    upscale.add_argument("--num-images", type=_positive_int, default=1, help="upscalings to draw (default 1)")
-    upscale.add_argument("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
-    sampler_options(upscale, EDIT_SAMPLER, EDIT_STEPS)
-    device_options(upscale)
+    edit_options(upscale, "the low-resolution picture, a PNG or JPEG at the model's low resolution (8x8)",
+                 "super-resolution model folder (default: the shipped data/checkpoints/ldm-shapes-sr); a regression "
+                 "model (tinyldm train sr --objective regression) makes one call", prompt=False)
 
     evaluate = commands.add_parser("evaluate", help="judge a pixel model's samples: validity, frequencies, FID")
     evaluate.add_argument("--checkpoint", type=Path, default=None,
