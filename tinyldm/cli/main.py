@@ -355,30 +355,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--animation draws all {args.num_images} images in every frame of one GIF, too small "
                              f"to follow beyond {MAX_ANIMATED_IMAGES}; use --num-images {MAX_ANIMATED_IMAGES} or "
                              "fewer with --animation, or leave --animation out")
-        if args.command == "train" and args.model == "autoencoder":
-            written = _run_train_autoencoder(args)
-        elif args.command == "train" and args.model == "ldm":
-            written = _run_train_ldm(args)
-        elif args.command == "train" and args.model in ("inpaint", "sr"):
-            written = _run_train_application(args)
-        elif args.command == "train":
-            written = _run_train(args)
-        elif args.command == "demo":
-            written = _run_demo(args)
-        elif args.command == "generate":
-            written = _run_generate(args)
-        elif args.command == "img2img":
-            written = _run_img2img(args)
-        elif args.command == "inpaint":
-            written = _run_inpaint(args)
-        elif args.command == "upscale":
-            written = _run_upscale(args)
-        elif args.command == "reconstruct":
-            written = _run_reconstruct(args)
-        elif args.command == "sample":
-            written = _run_sample(args)
-        elif args.command == "evaluate":
-            written = _run_evaluate(args)
+        trainers = {"autoencoder": _run_train_autoencoder, "ldm": _run_train_ldm, "inpaint": _run_train_application,
+                    "sr": _run_train_application}
+        runners = {"demo": _run_demo, "generate": _run_generate, "img2img": _run_img2img, "inpaint": _run_inpaint,
+                   "upscale": _run_upscale, "reconstruct": _run_reconstruct, "sample": _run_sample,
+                   "evaluate": _run_evaluate}
+        if args.command == "train":
+            written = trainers.get(args.model, _run_train)(args)  # pixel and judge share _run_train
+        elif args.command in runners:
+            written = runners[args.command](args)
         else:
             written = render_forward(args.out, args.num_images, args.size, args.schedule, args.num_steps,
                                      args.seed, args.frames)
