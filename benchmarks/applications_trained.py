@@ -37,7 +37,7 @@ from report import chosen_device, machine_options, report  # benchmarks/report.p
 
 from tinyldm.concat_conditioning import ConcatConditionedLDM, downsample_images
 from tinyldm.data.masks import object_holes
-from tinyldm.data.photos import photos_tensor
+from tinyldm.data.photos import TEST_PHOTOS, PhotoCrops
 from tinyldm.data.shapes import COLORS, HELD_OUT, SHAPES, Shapes, caption
 from tinyldm.evaluation.judge import Judge
 from tinyldm.evaluation.metrics import caption_accuracy, psnr
@@ -126,7 +126,10 @@ def measure_sr(args: argparse.Namespace, device: torch.device, judge: Judge | No
         captions = [caption(a) for a in attributes]
         lpips = None
     else:
-        images, captions = photos_tensor(args.num_images, 32, seed=PHOTO_TEST_SEED, split="test"), None
+        crops = PhotoCrops(args.num_images, 32, seed=PHOTO_TEST_SEED, split="test")  # photos_tensor's crops
+        items = [crops[i] for i in range(args.num_images)]
+        images, captions = torch.stack([item["image"] for item in items]), None
+        photos = [item["attributes"]["photo"] for item in items]
         lpips = LPIPS().to(device)
     low = downsample_images(images)
     diffusion = ConcatConditionedLDM.from_pretrained(args.sr_checkpoint).to(device)
@@ -150,16 +153,23 @@ def measure_sr(args: argparse.Namespace, device: torch.device, judge: Judge | No
     n = images.shape[0]
     figures: dict[str, float] = {"num_images": n}
     for name, (out, seconds, calls) in outputs.items():
-        figures[f"{name}_psnr"] = psnr(out, images).mean().item()
         if judge is not None:
+            figures[f"{name}_psnr"] = psnr(out, images).mean().item()
             figures[f"{name}_judge_agrees"] = caption_accuracy(judge, out, captions)["all"]
         else:  # photos: scored as saved pictures, in [-1, 1], like benchmarks/autoencoder.py's reconstructions
             out = out.clamp(-1, 1)
-            figures[f"{name}_lpips"] = torch.cat([lpips(images[i:i + 256].to(device), out[i:i + 256].to(device))
-                                                  for i in range(0, n, 256)]).mean().item()
+            values = psnr(out, images)  # (N,)
+            distances = torch.cat([lpips(images[i:i + 256].to(device), out[i:i + 256].to(device)).cpu()
+                                   for i in range(0, n, 256)])  # (N,)
+            figures[f"{name}_psnr"], figures[f"{name}_lpips"] = values.mean().item(), distances.mean().item()
             with torch.inference_mode(False):  # the test trains a classifier: on normal copies of the images
                 test = classifier_two_sample_test(images.clone(), out.clone(), seed=args.seed)
             figures[f"{name}_c2st_accuracy"] = test.accuracy
+            for photo in TEST_PHOTOS:  # fur, a stochastic texture, a smooth sky: each its own row
+                kept = torch.tensor([p == photo for p in photos])
+                figures[f"{name}_{photo}_psnr"] = values[kept].mean().item()
+                figures[f"{name}_{photo}_lpips"] = distances[kept].mean().item()
+                figures[f"{name}_{photo}_hf_ratio"] = high_frequency_ratio(images[kept], out[kept])
         figures[f"{name}_hf_ratio"] = high_frequency_ratio(images, out)
         figures[f"{name}_network_calls"] = calls
         figures[f"{name}_seconds_per_image"] = seconds / n

@@ -97,6 +97,7 @@ def test_photo_base_is_the_photo_autoencoder_and_a_fresh_unet_without_text_fixed
     ("inpaint", {"data": "photos"}, "trains super-resolution only"),
     ("sr", {"data": "photos", "base": "data/checkpoints/ldm-shapes"}, "takes no base"),
     ("sr", {"data": "mnist"}, "data must be None"),
+    ("sr", {"permute_colours": True}, "photo crops only"),
 ])
 def test_bad_photo_combinations_are_refused_naming_the_fix(tmp_path, kind, options, message):
     with pytest.raises(ValueError, match=message):

@@ -190,7 +190,8 @@ def _run_train_application(args: argparse.Namespace) -> dict[str, Path]:
     result = train_application(args.model, args.config, args.out, device, objective=objective, base=args.base,
                                steps=args.steps, batch_size=args.batch_size, num_images=args.num_images,
                                resume=args.resume, speed=_speed(args), checkpoint_every=args.checkpoint_every,
-                               data=getattr(args, "data", None))
+                               data=getattr(args, "data", None),
+                               permute_colours=getattr(args, "permute_colours", False))
     last = result.losses[-100:]
     _say(f"trained {result.steps_run} steps at {result.images_per_second:.0f} latents/s; mean loss of the last "
          f"{len(last)} steps {sum(last) / len(last):.4f}")

@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      help="photos: upscale crops of scikit-image's photographs (the train split, "
                                           "true colours) with a model built from scratch on the photos-ae-lpips "
                                           "autoencoder, no text (default: fine-tune the Shapes model)")
+            application.add_argument("--permute-colours", action="store_true",
+                                     help="with --data photos: put each training crop's colour channels in a random "
+                                          "order, as the photo autoencoders trained (default: true colours)")
     judge = models.add_parser("judge", help="the Shapes judge classifier that tinyldm evaluate uses")
     judge.add_argument("--out", type=Path, required=True, help="folder for the judge")
     judge.add_argument("--steps", type=_positive_int, default=1000, help="optimiser steps (default 1000)")

@@ -15,7 +15,8 @@ Super-resolution on photo crops (``data="photos"``, ``tinyldm train sr --data ph
 text-to-image photo model to fine-tune, so the base is built from scratch (``photo_base``): the shipped
 photos-ae-lpips autoencoder's latents, a fresh UNet without text (the preset's ``photo_unet``), the scaled-linear
 schedule and no text encoder. The pictures are the 10,000 train crops the photo autoencoders learnt from, in their
-true colours (the test crops keep theirs). On Shapes an 8x8 picture nearly fixes the 32x32 one; a photo crop's
+true colours, or with ``permute_colours`` (``--permute-colours``) in a random channel order each, as the autoencoders
+saw them; the test crops keep their true colours. On Shapes an 8x8 picture nearly fixes the 32x32 one; a photo crop's
 8x8 version leaves its texture open, which is where the paper's diffusion model is sharp and regression blurs.
 
 The presets: ``tiny`` (seconds, for tests) and ``small`` (the shipped models, fine-tuned from ldm-shapes on one CPU
@@ -133,7 +134,7 @@ def train_application(kind: str, preset: str, out: str | Path, device: torch.dev
                       num_images: int | None = None, resume: bool = False, progress: bool = True,
                       cache_dir: str | Path | None = None, until: int | None = None,
                       speed: SpeedConfig | None = None, checkpoint_every: int | None = None,
-                      data: str | None = None) -> TrainResult:
+                      data: str | None = None, permute_colours: bool = False) -> TrainResult:
     """Fine-tune a text-to-image model on Shapes into an inpainting ("inpaint") or a super-resolution ("sr")
     model, or train a super-resolution model on photo crops from a base built from scratch; ``out`` ends up
     holding the EMA model (``ConcatConditionedLDM.save_pretrained``), the resumable ``train_state.pt``, the loss
@@ -148,6 +149,8 @@ def train_application(kind: str, preset: str, out: str | Path, device: torch.dev
         base: the text-to-image model to start from (a folder or a shipped name); the preset's when None.
         data: None for Shapes; "photos" for super-resolution on the train photo crops, in true colours, from
             ``photo_base`` (no ``base``).
+        permute_colours: with ``data="photos"``, each training crop's colour channels in a random order, as the
+            photo autoencoders trained (the train photographs hold few hues; the test crops keep their colours).
         steps, batch_size, num_images, checkpoint_every: override the preset's values.
         resume, progress, cache_dir, until, speed: see ``tinyldm.jobs.ldm.train_ldm``.
     """
@@ -161,6 +164,9 @@ def train_application(kind: str, preset: str, out: str | Path, device: torch.dev
     if data == PHOTOS and kind != "sr":
         raise ValueError(f"data={PHOTOS!r} trains super-resolution only (kind 'sr'), got kind {kind!r}; inpainting "
                          "fine-tunes the Shapes text-to-image model: drop --data")
+    if permute_colours and data != PHOTOS:
+        raise ValueError(f"permute_colours shuffles the colour channels of the photo crops only; add data={PHOTOS!r} "
+                         "(--data photos) or drop it")
     if data == PHOTOS and base is not None:
         raise ValueError(f"a super-resolution model on photos is built from scratch (photo_base: a photo "
                          f"autoencoder and a fresh UNet), so it takes no base; got base={str(base)!r}: drop --base, "
@@ -176,7 +182,7 @@ def train_application(kind: str, preset: str, out: str | Path, device: torch.dev
         source = Path(base) if base is not None else checkpoint_dir(recipe.base)
         ldm = LatentDiffusion.from_pretrained(source).to(device)
     pictures = training_set(data, ldm.image_size, num_images, recipe.num_images, progress=progress,
-                            permute_colours=False)
+                            permute_colours=permute_colours)
     cache = cache_dir or latent_cache_dir()
     if kind == "inpaint":
         packed, index = inpainting_data(ldm, pictures.images, recipe.masks_per_image, recipe.mask_seed, cache,
