@@ -176,7 +176,9 @@ def test_masks_at_latent_resolution_and_the_masked_image():
 
 @pytest.mark.parametrize("name, kind, objective", [("ldm-shapes-inpaint", "inpaint", "diffusion"),
                                                    ("ldm-shapes-sr", "sr", "diffusion"),
-                                                   ("ldm-shapes-sr-regression", "sr", "regression")])
+                                                   ("ldm-shapes-sr-regression", "sr", "regression"),
+                                                   ("photos-sr", "sr", "diffusion"),
+                                                   ("photos-sr-regression", "sr", "regression")])
 def test_the_shipped_models_load_with_their_kind_and_a_card(name, kind, objective):
     from tinyldm.pretrained import checkpoint_dir
 
