@@ -1,13 +1,11 @@
 """Concat conditioning: zero-initialised extra channels, the loss on the latent channels only, guidance that keeps
 the image, save/load, and the errors a wrong model or a wrong input gets."""
 
-import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tinyldm.autoencoder import AutoencoderConfig, AutoencoderKL
 from tinyldm.concat_conditioning import (
     ConcatConditionedLDM,
     downsample_images,
@@ -15,32 +13,13 @@ from tinyldm.concat_conditioning import (
     masked_images,
 )
 from tinyldm.inpainting import downsample_mask
-from tinyldm.ldm import LatentDiffusion
-from tinyldm.runtime import seeded
-from tinyldm.schedule import NoiseSchedule
-from tinyldm.text import TextEncoderConfig, TinyTextEncoder
-from tinyldm.unet import UNet, UNetConfig
 
 PROMPT = "a large red circle at the top left"
 
 
-def tiny_base() -> LatentDiffusion:
-    """A tiny untrained text-to-image model whose zero output layers are filled, so predictions are not all 0."""
-    with seeded(0):
-        autoencoder = AutoencoderKL(AutoencoderConfig.tiny())
-        text = TinyTextEncoder(TextEncoderConfig.tiny())
-        config = dataclasses.replace(UNetConfig.tiny(text.context_dim), in_channels=4, out_channels=4,
-                                     base_channels=8, num_heads=2)
-        unet = UNet(config)
-        for p in unet.parameters():
-            if p.ndim > 1 and not p.any():
-                torch.nn.init.normal_(p, std=0.05)
-    return LatentDiffusion(autoencoder, unet, NoiseSchedule.scaled_linear(50), text, 32).eval()
-
-
 @pytest.fixture(scope="module")
-def base():
-    return tiny_base()
+def base(tiny_ldm):
+    return tiny_ldm  # conftest's tiny text-to-image pipeline; from_base copies what it changes
 
 
 def images(n: int = 3) -> torch.Tensor:

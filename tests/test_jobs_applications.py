@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-from test_concat_conditioning import tiny_base
 
 from tinyldm.cli.main import main
 from tinyldm.concat_conditioning import ConcatConditionedLDM
@@ -17,10 +16,8 @@ RUN = dict(steps=4, batch_size=4, num_images=16, progress=False)
 
 
 @pytest.fixture(scope="module")
-def base_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("base") / "ldm"
-    tiny_base().save_pretrained(folder)
-    return folder
+def base_folder(tiny_ldm_folder):
+    return tiny_ldm_folder  # conftest's tiny text-to-image pipeline, saved: the model each run fine-tunes
 
 
 @pytest.mark.slow
