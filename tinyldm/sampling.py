@@ -386,7 +386,8 @@ def ddim_sample(
         raise ValueError(f"eta must be >= 0 (0 is deterministic DDIM, 1 is DDPM-like), got {eta}")
     timesteps = _timesteps_from(ddim_timesteps(schedule.num_steps, steps), _start_step(schedule, t_start, xT))
     x = _initial_noise(shape, schedule, xT, generator)
-    for i, step in enumerate(tqdm(timesteps, desc=f"DDIM ({steps} steps)", disable=not progress)):
+    name = "DDIM" if eta == 0 else "ancestral (DDIM, eta 1)" if eta == 1 else f"DDIM, eta {eta:g}"
+    for i, step in enumerate(tqdm(timesteps, desc=f"{name}, {steps} steps", disable=not progress)):
         step_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         t, eps_pred = _call_model(model, x, step, conditioning)
         t_prev = torch.full_like(t, step_prev)
