@@ -5,7 +5,7 @@ import torch
 
 from tinyldm.data.shapes import shapes_tensor
 from tinyldm.img2img import img2img, strength_start
-from tinyldm.sampling import ddim_timesteps
+from tinyldm.reverse_step import ddim_timesteps
 
 PROMPTS = ["a large red circle at the top left", "a small blue square on the left"]
 

@@ -6,7 +6,8 @@ import torch
 
 from tinyldm.data.shapes import shapes_tensor
 from tinyldm.inversion import Inversion, ddim_inversion_step, ddim_invert, interpolate_images, invert_images, slerp
-from tinyldm.sampling import ddim_sample, ddim_step
+from tinyldm.reverse_step import ddim_step
+from tinyldm.sampling import ddim_sample
 from tinyldm.schedule import NoiseSchedule, extract
 
 MU, S = 0.3, 0.7

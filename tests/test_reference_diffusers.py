@@ -7,7 +7,8 @@ diffusers is a development dependency (``pip install -e ".[dev]"``); these tests
 import pytest
 import torch
 
-from tinyldm.sampling import ddim_step, ddim_timesteps, ddpm_step, dpm_solver_sample
+from tinyldm.reverse_step import ddim_step, ddim_timesteps, ddpm_step
+from tinyldm.sampling import dpm_solver_sample
 from tinyldm.schedule import NoiseSchedule
 
 diffusers = pytest.importorskip("diffusers")

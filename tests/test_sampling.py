@@ -6,16 +6,8 @@ import pytest
 import torch
 
 from tinyldm.diffusion import x0_to_eps
-from tinyldm.sampling import (
-    ddim_sample,
-    ddim_step,
-    ddim_timesteps,
-    ddpm_sample,
-    ddpm_step,
-    dpm_solver_sample,
-    dpm_solver_step,
-    sample,
-)
+from tinyldm.reverse_step import ddim_step, ddim_timesteps, ddpm_step, dpm_solver_step
+from tinyldm.sampling import ddim_sample, ddpm_sample, dpm_solver_sample, sample
 from tinyldm.schedule import NoiseSchedule, extract, q_sample
 from tinyldm.unet import UNet, UNetConfig
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from tinyldm.ldm import LatentDiffusion
-from tinyldm.sampling import ddim_timesteps
+from tinyldm.reverse_step import ddim_timesteps
 from tinyldm.schedule import q_sample
 
 __all__ = ["strength_start", "check_edit_images", "img2img"]

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from tinyldm.img2img import check_edit_images
 from tinyldm.ldm import LatentDiffusion
-from tinyldm.sampling import ddim_step
+from tinyldm.reverse_step import ddim_step
 from tinyldm.schedule import q_sample
 
 __all__ = ["box_mask", "check_mask", "downsample_mask", "inpaint"]

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from tinyldm.img2img import check_edit_images
 from tinyldm.ldm import LatentDiffusion
-from tinyldm.sampling import ddim_sample, ddim_timesteps
+from tinyldm.reverse_step import ddim_timesteps
+from tinyldm.sampling import ddim_sample
 from tinyldm.schedule import NoiseSchedule
 
 __all__ = ["ddim_inversion_step", "ddim_invert", "Inversion", "invert_images", "slerp", "interpolate_images"]

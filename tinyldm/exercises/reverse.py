@@ -10,7 +10,8 @@ from tinyldm.data.toy import toy_2d
 from tinyldm.diffusion import q_posterior, v_to_eps
 from tinyldm.evaluation.distances import sliced_wasserstein
 from tinyldm.exercises.checking import NOT_ATTEMPTED, attempt, expect_close, not_attempted, passed
-from tinyldm.sampling import ddim_sample, ddim_step
+from tinyldm.reverse_step import ddim_step
+from tinyldm.sampling import ddim_sample
 from tinyldm.schedule import NoiseSchedule
 
 __all__ = ["check_posterior_mean", "check_ddim_step", "check_v_to_eps", "ddim_distance", "check_fewest_ddim_steps",
