@@ -9,8 +9,9 @@ Measures, for a checkpoint (by default the shipped ``data/checkpoints/autoencode
   classifier cannot tell reconstructions from originals) and, on Shapes, how often the judge reads the same colour,
   shape, size and position on original and reconstruction, and the judge-feature FID between the two sets;
 - the compression: latent shape, numbers per image before and after, parameters of encoder and decoder;
-- throughput: images per second through the encoder (to the posterior mean) and through the decoder, in batches,
-  the best of a few repeats after a warm-up.
+- throughput: images per second through the encoder (to the posterior mean), through the decoder, and through
+  both with the batch in the default and in the channels-last memory layout (``reconstruct`` uses channels-last on
+  a CPU), in batches, the best of a few repeats after a warm-up.
 
 With ``--checkpoints A B C`` it scores several autoencoders on the same test images and prints one table row each
 (the scores only, no timing). ``--data photos`` alone does that for the three shipped photo autoencoders
@@ -127,6 +128,13 @@ def main() -> None:
     z = model.encode(x).mode()  # (B, C, H/f, W/f)
     encode_rate = images_per_second(lambda b: model.encode(b).mode(), x, device, args.repeats)
     decode_rate = images_per_second(model.decode, z, device, args.repeats)
+    # Encoder and decoder together in either memory layout: ``reconstruct`` feeds a CPU channels-last batches.
+    layouts = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    reconstruct_rates = {
+        f"reconstruct_images_per_s_{name}": images_per_second(
+            lambda b, layout=layout: model(b.contiguous(memory_format=layout), sample_posterior=False)[0], x,
+            device, args.repeats)
+        for name, layout in layouts.items()}
 
     figures = {
         "checkpoint": str(folder), "device": str(device), "threads": torch.get_num_threads(),
@@ -136,7 +144,7 @@ def main() -> None:
         "image_shape": list(x.shape[1:]), "latent_shape": list(z.shape[1:]),
         "compression": x[0].numel() / z[0].numel(),
         **metrics,
-        "encode_images_per_s": encode_rate, "decode_images_per_s": decode_rate,
+        "encode_images_per_s": encode_rate, "decode_images_per_s": decode_rate, **reconstruct_rates,
         "timing_batch_size": args.batch_size, "evaluation_seconds": evaluation_seconds,
     }
     report(figures, args.json)

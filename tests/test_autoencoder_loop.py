@@ -261,6 +261,16 @@ def test_reconstruct_decodes_the_posterior_mean_in_batches_and_clamps():
     assert out.abs().max() == 1.0
 
 
+def test_reconstruct_feeds_the_cpu_channels_last_batches_and_returns_a_plain_tensor():
+    model = _model()
+    seen = []
+    model.encoder.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    out = reconstruct(model, _data(5), batch_size=2)
+    assert seen == [True, True, True]  # the faster layout on a CPU, for every batch
+    assert out.is_contiguous()  # callers may .view() the result
+
+
 def test_the_reconstruction_figure_has_three_labelled_rows():
     x = _data(4)
     fig = plot_reconstructions(x, x.flip(0), max_images=3)

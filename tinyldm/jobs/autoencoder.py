@@ -205,9 +205,12 @@ def reconstruct(model: AutoencoderKL, images: Tensor, batch_size: int = 256, sam
         (N, C, H, W) reconstructions on the CPU, clamped to [-1, 1] as a saved picture would be.
     """
     device = next(model.parameters()).device
-    parts = [model(images[i:i + batch_size].to(device), sample_posterior=sample, generator=generator)[0]
-             for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(parts).float().clamp(-1, 1).cpu()
+    # On a CPU the convolutions run faster on channels-last batches (benchmarks/autoencoder.py times both layouts);
+    # the reconstructions agree with the default layout's to about 1e-6.
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    parts = [model(images[i:i + batch_size].to(device).contiguous(memory_format=layout), sample_posterior=sample,
+                   generator=generator)[0] for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(parts).float().clamp(-1, 1).cpu().contiguous()
 
 
 def evaluate_autoencoder(model: AutoencoderKL, num_images: int = 512, image_size: int = 32, seed: int = 1,
