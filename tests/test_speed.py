@@ -27,10 +27,29 @@ def _channels_last(model: torch.nn.Module) -> bool:
     return all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4)
 
 
-def test_fused_adamw_is_asked_for_on_cuda_only():
+def test_fused_adamw_is_asked_for_on_cuda_only_and_a_cpu_gets_the_multi_tensor_update():
     assert SpeedConfig(fused_adamw=True).adamw_options(CUDA) == {"fused": True}
-    assert SpeedConfig(fused_adamw=True).adamw_options(CPU) == {}
+    assert SpeedConfig(fused_adamw=True).adamw_options(CPU) == {"foreach": True}
     assert SpeedConfig().adamw_options(CUDA) == {}
+    assert SpeedConfig().adamw_options(CPU) == {"foreach": True}
+
+
+def test_the_multi_tensor_adamw_on_a_cpu_trains_the_same_weights_bit_for_bit():
+    # The lessons compare their own loops, with a plain AdamW, against the package's: the faster update must not
+    # change a single bit of the weights.
+    runs = []
+    for options in ({}, SpeedConfig().adamw_options(CPU)):
+        model = _model()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, **options)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(5):
+            x, t = _data(), torch.randint(0, 10, (16,), generator=generator)
+            loss = model(x, t).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        runs.append([p.detach() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
 def test_channels_last_changes_the_weights_memory_format_for_cuda_only():
