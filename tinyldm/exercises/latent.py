@@ -122,7 +122,7 @@ def check_latent_numbers(fn: Callable[[int, int, int], int]) -> None:
     return passed(name, "channels * (image_size / f)^2: Stable Diffusion's 512 x 512 images are 16,384 numbers")
 
 
-SCALE_RUN_STEPS = 1200  # twice the tiny preset's run, about a minute on one CPU thread; 600 did not set s = 3 apart
+SCALE_RUN_STEPS = 1200  # twice the tiny preset's run, a minute or more on one CPU thread; 600 did not set s = 3 apart
 SCALE_RUN_SAMPLES = 128  # judged samples, 50 ancestral steps each
 SCALE_RUN_VALID = 0.35  # the judged-valid rate the experiment asks for
 
