@@ -22,7 +22,7 @@ from tinyldm.training.diffusion_loop import train_diffusion
 from tinyldm.unet import UNet
 
 __all__ = ["scale_factor", "effective_snr", "latent_numbers", "check_scale_factor", "check_effective_snr",
-           "check_latent_numbers", "scale_run", "check_latent_scale"]
+           "check_latent_numbers", "scale_run_images", "scale_run", "check_latent_scale"]
 
 
 def scale_factor(z: Tensor) -> float:
@@ -132,9 +132,9 @@ def _draw(unet: UNet, schedule: NoiseSchedule, shape: tuple[int, ...], seed: int
     return sample(unet, shape, schedule, "ddpm", 50, generator=torch.Generator().manual_seed(seed), progress=False)
 
 
-def scale_run(s: float, raw: Tensor, autoencoder: AutoencoderKL, judge: Judge, steps: int = SCALE_RUN_STEPS,
-              num_samples: int = SCALE_RUN_SAMPLES, seed: int = 0) -> Tensor:
-    """Lesson 5's tiny unconditional run with the latents scaled by ``s``; the judge's valid flags of its samples.
+def scale_run_images(s: float, raw: Tensor, autoencoder: AutoencoderKL, steps: int = SCALE_RUN_STEPS,
+                     num_samples: int = SCALE_RUN_SAMPLES, seed: int = 0) -> Tensor:
+    """Lesson 5's tiny unconditional run with the latents scaled by ``s``; its decoded samples.
 
     The UNet (``UNetConfig.tiny()``, 4 channels) trains on ``s * raw`` with the tiny preset's loop and the
     scaled-linear schedule for ``steps`` steps, on the CPU. It then draws ``num_samples`` latents with 50 ancestral
@@ -144,7 +144,7 @@ def scale_run(s: float, raw: Tensor, autoencoder: AutoencoderKL, judge: Judge, s
         s: the scale factor to try.
         raw: (N, C, h, w) the encoder's unscaled latents of the training images.
     Returns:
-        (num_samples,) bool: whether the judge calls each decoded sample a valid Shapes image.
+        (num_samples, 3, H, W) the decoded samples, clamped to [-1, 1].
     """
     recipe = LDM_PRESETS["tiny"]
     channels = raw.shape[1]
@@ -155,13 +155,40 @@ def scale_run(s: float, raw: Tensor, autoencoder: AutoencoderKL, judge: Judge, s
     result = train_diffusion(unet, s * raw.float().cpu(), schedule, config, progress=False)
     z = _draw(result.ema_model.eval(), schedule, (num_samples, *raw.shape[1:]), seed)
     with torch.no_grad():
-        images = autoencoder.cpu().decode(z / s).clamp(-1, 1)
-    return judge_images(judge.cpu(), images).valid
+        return autoencoder.cpu().decode(z / s).clamp(-1, 1)
 
 
-def check_latent_scale(fn: Callable[[], Any], raw: Tensor, autoencoder: AutoencoderKL, judge: Judge) -> None:
+def scale_run(s: float, raw: Tensor, autoencoder: AutoencoderKL, judge: Judge) -> Tensor:
+    """The experiment of ``check_latent_scale``: ``scale_run_images`` with its defaults, judged.
+
+    Returns:
+        (SCALE_RUN_SAMPLES,) bool: whether the judge calls each decoded sample a valid Shapes image.
+    """
+    return judge_images(judge.cpu(), scale_run_images(s, raw, autoencoder)).valid
+
+
+def _recorded_run(recorded: dict | None, s: float, raw: Tensor) -> dict | None:
+    """The run of ``recorded`` (``benchmarks/latent_scale.py``'s figures) made with this ``s`` on these latents, with
+    the checker's steps and samples; None when there is none."""
+    if recorded is None:
+        return None
+    same_setup = (recorded.get("steps") == SCALE_RUN_STEPS and recorded.get("samples") == SCALE_RUN_SAMPLES
+                  and abs(recorded.get("unit_scale", 0.0) * raw.std().item() - 1) < 1e-4)
+    if not same_setup:
+        print(f"the recorded runs are not of these latents with {SCALE_RUN_STEPS} steps and {SCALE_RUN_SAMPLES} "
+              "samples; running the experiment")
+        return None
+    return next((run for run in recorded.get("runs", []) if abs(run["s"] / s - 1) < 1e-3), None)
+
+
+def check_latent_scale(fn: Callable[[], Any], raw: Tensor, autoencoder: AutoencoderKL, judge: Judge,
+                       recorded: dict | None = None) -> None:
     """Experiment: ``fn() -> s``, a scale factor with which lesson 5's tiny run, trained for SCALE_RUN_STEPS steps
-    on ``s * raw``, draws samples the judge calls valid at least SCALE_RUN_VALID of the time."""
+    on ``s * raw``, draws samples the judge calls valid at least SCALE_RUN_VALID of the time.
+
+    ``recorded``: the figures ``benchmarks/latent_scale.py`` wrote (``data/measurements/latent_scale.json``). When
+    they hold a run of this very experiment with this ``s`` (to 3 digits) on these latents, that run's result is
+    reported instead of training again, which takes a minute or more; otherwise the experiment runs here."""
     name = "latent_scale"
     got = attempt(fn)
     if got is NOT_ATTEMPTED:
@@ -170,11 +197,15 @@ def check_latent_scale(fn: Callable[[], Any], raw: Tensor, autoencoder: Autoenco
     if not 1e-3 <= s <= 1e3:
         raise AssertionError(f"{name}: s = {s:g} is outside [0.001, 1000]. Hint: the raw latents' std is "
                              f"{raw.std().item():.2f}")
-    valid = scale_run(s, raw, autoencoder, judge)
-    rate = valid.float().mean().item()
-    low, high = wilson_interval(rate, valid.numel())
+    run = _recorded_run(recorded, s, raw)
+    if run is None:
+        valid = scale_run(s, raw, autoencoder, judge)
+        rate, samples, source = valid.float().mean().item(), valid.numel(), ""
+    else:
+        rate, samples, source = run["valid_fraction"], run["samples"], "; recorded by benchmarks/latent_scale.py"
+    low, high = wilson_interval(rate, samples)
     measured = (f"with s = {s:.3g} (latent std {s * raw.std().item():.2f}) the run's samples were judged valid "
-                f"{rate:.0%} of the time (95% interval {low:.0%} to {high:.0%}, {valid.numel()} samples)")
+                f"{rate:.0%} of the time (95% interval {low:.0%} to {high:.0%}, {samples} samples{source})")
     if rate < SCALE_RUN_VALID:
         raise AssertionError(f"{name}: {measured}, below {SCALE_RUN_VALID:.0%}. Hint: compare the latents' std "
                              "with the noise the forward process adds, at the start and at the end of the chain")
