@@ -31,26 +31,27 @@ SEED = 0  # lesson 5's seed: its training images and the checker's run
 
 
 def _lesson_raw_latents():
-    """Lesson 5's autoencoder, its unscaled latents of the 2,048 training images, and the judge."""
+    """Lesson 5's autoencoder and its unscaled latents of the 2,048 training images."""
     from tinyldm.data.shapes import shapes_tensor
-    from tinyldm.evaluation.judge import Judge
     from tinyldm.jobs.autoencoder import load_autoencoder
     from tinyldm.pretrained import checkpoint_dir
     from tinyldm.training.latent_cache import encode_dataset
 
     autoencoder = load_autoencoder(checkpoint_dir("autoencoder-shapes"), "cpu")
     z0 = encode_dataset(autoencoder, shapes_tensor(2048, 32, seed=SEED))
-    judge = Judge.from_pretrained(checkpoint_dir("judge-shapes"))
-    return autoencoder, z0 / autoencoder.scale_factor.item(), judge
+    return autoencoder, z0 / autoencoder.scale_factor.item()
 
 
 def _run(scale: float) -> dict:
     torch.set_num_threads(1)
+    from tinyldm.evaluation.judge import Judge
     from tinyldm.evaluation.metrics import judge_images
     from tinyldm.evaluation.proportion import wilson_interval
     from tinyldm.exercises.latent import SCALE_RUN_VALID, scale_run_images
+    from tinyldm.pretrained import checkpoint_dir
 
-    autoencoder, raw, judge = _lesson_raw_latents()
+    autoencoder, raw = _lesson_raw_latents()
+    judge = Judge.from_pretrained(checkpoint_dir("judge-shapes"))
     start = time.process_time()
     images = scale_run_images(scale, raw, autoencoder, seed=SEED)
     seconds = time.process_time() - start
@@ -75,7 +76,7 @@ def main() -> None:
     from tinyldm.exercises.latent import SCALE_RUN_SAMPLES, SCALE_RUN_STEPS, SCALE_RUN_VALID
 
     torch.set_num_threads(1)
-    _, raw, _ = _lesson_raw_latents()
+    _, raw = _lesson_raw_latents()  # for the unit scale
     unit = 1 / raw.std().item()
     try:
         scales = [unit if value == "unit" else float(value) for value in args.scales]
